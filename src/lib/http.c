@@ -1,0 +1,279 @@
+/* http: the one place that decides how we talk to vendors over HTTP and what their answers mean. */
+#include "http.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "log.h"
+
+void
+http_global_init(void)
+{
+	CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	if (rc != CURLE_OK)
+		die(EX_SOFTWARE, "libcurl: cannot initialise: %s", curl_easy_strerror(rc));
+}
+
+void
+http_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+int
+http_url_check(const char *url, const char **why)
+{
+	const char *rest;
+
+	if (strncasecmp(url, "http://", 7) == 0)
+		rest = url + 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		rest = url + 8;
+	else {
+		*why = "is not an http:// or https:// URL";
+		return -1;
+	}
+	if (*rest == '\0' || *rest == '/') {
+		*why = "has no host";
+		return -1;
+	}
+	for (const char *p = url; *p != '\0'; p++) {
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			*why = "contains a space or control character";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+char *
+http_vendor_url(const char *base, const char *vendor, const char *what)
+{
+	char *esc = curl_easy_escape(NULL, vendor, 0);
+	size_t blen = strlen(base);
+	char *url;
+
+	if (esc == NULL)
+		return NULL;
+	while (blen > 0 && base[blen - 1] == '/')
+		blen--;
+	if (asprintf(&url, "%.*s/vendor/%s/%s", (int)blen, base, esc, what) < 0)
+		url = NULL;
+	curl_free(esc);
+	return url;
+}
+
+void
+http_resp_init(struct http_resp *r, size_t max_bytes)
+{
+	memset(r, 0, sizeof *r);
+	r->max = max_bytes;
+	r->retry_after = -1;
+}
+
+void
+http_resp_reset(struct http_resp *r)
+{
+	r->len = 0;
+	r->too_big = 0;
+	r->nomem = 0;
+	r->retry_after = -1;
+	r->err[0] = '\0';
+}
+
+void
+http_resp_free(struct http_resp *r)
+{
+	free(r->body);
+	curl_slist_free_all(r->headers);
+	r->body = NULL;
+	r->headers = NULL;
+	r->len = r->cap = 0;
+}
+
+static size_t
+on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_resp *r = arg;
+	size_t add = size * n;
+
+	/* Returning less than was given aborts the transfer (CURLE_WRITE_ERROR). */
+	if (add > r->max - r->len) {
+		r->too_big = 1;
+		return 0;
+	}
+	if (r->len + add > r->cap) {
+		size_t cap = r->cap ? r->cap : 64 * 1024;
+		char *p;
+
+		while (cap < r->len + add)
+			cap = cap > r->max / 2 ? r->max : cap * 2;
+		if ((p = realloc(r->body, cap)) == NULL) {
+			r->nomem = 1;
+			snprintf(r->err, sizeof r->err, "out of memory for a %zu-byte response", cap);
+			return 0;
+		}
+		r->body = p;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, data, add);
+	r->len += add;
+	return add;
+}
+
+/* Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3). */
+static double
+parse_retry_after(const char *v, size_t n)
+{
+	char buf[128];
+	char *end;
+	double s;
+	time_t t;
+
+	while (n > 0 && isspace((unsigned char)v[n - 1]))
+		n--;
+	while (n > 0 && isspace((unsigned char)*v))
+		v++, n--;
+	if (n == 0 || n >= sizeof buf)
+		return -1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	if (isdigit((unsigned char)buf[0])) {
+		s = strtod(buf, &end);
+		return *end == '\0' ? s : -1;
+	}
+	if ((t = curl_getdate(buf, NULL)) == -1)
+		return -1;
+	s = difftime(t, time(NULL));
+	return s > 0 ? s : 0;
+}
+
+static size_t
+on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_resp *r = arg;
+	size_t len = size * n;
+	static const char name[] = "retry-after:";
+
+	/* A new status line starts a new response (after a 100 Continue, say). */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
+		r->retry_after = -1;
+	else if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
+		r->retry_after = parse_retry_after(data + sizeof name - 1, len - (sizeof name - 1));
+	return len;
+}
+
+#define SET(h, opt, val) do { \
+	CURLcode rc_ = curl_easy_setopt((h), (opt), (val)); \
+	if (rc_ != CURLE_OK) { \
+		snprintf(r->err, sizeof r->err, "libcurl: setting %s: %s", #opt, \
+		    curl_easy_strerror(rc_)); \
+		return -1; \
+	} \
+} while (0)
+
+int
+http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct http_resp *r)
+{
+	http_resp_reset(r);
+	r->max = lim->max_bytes;
+	SET(h, CURLOPT_URL, url);
+	SET(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	SET(h, CURLOPT_FOLLOWLOCATION, 0L);
+	SET(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	SET(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	SET(h, CURLOPT_NOSIGNAL, 1L);
+	SET(h, CURLOPT_TIMEOUT_MS, (long)(lim->timeout * 1000));
+	SET(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(lim->connect_timeout * 1000));
+	SET(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)lim->max_bytes);
+	SET(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* Compressed responses are welcome; the cap applies to what they inflate to. */
+	SET(h, CURLOPT_ACCEPT_ENCODING, "");
+	SET(h, CURLOPT_USERAGENT, "oa/" OA_VERSION);
+	SET(h, CURLOPT_WRITEFUNCTION, on_body);
+	SET(h, CURLOPT_WRITEDATA, r);
+	SET(h, CURLOPT_HEADERFUNCTION, on_header);
+	SET(h, CURLOPT_HEADERDATA, r);
+	SET(h, CURLOPT_ERRORBUFFER, r->err);
+	return 0;
+}
+
+int
+http_post_json(CURL *h, struct http_resp *r, const char *json)
+{
+	if (r->headers == NULL) {
+		struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
+
+		/* Expect: 100-continue only costs a round trip for small bodies. */
+		if (l == NULL || (r->headers = curl_slist_append(l, "Expect:")) == NULL) {
+			curl_slist_free_all(l);
+			snprintf(r->err, sizeof r->err, "out of memory");
+			return -1;
+		}
+	}
+	SET(h, CURLOPT_HTTPHEADER, r->headers);
+	SET(h, CURLOPT_COPYPOSTFIELDS, json);
+	return 0;
+}
+
+static int
+permanent_curl_error(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_NOT_BUILT_IN:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_FILESIZE_EXCEEDED:
+	case CURLE_TOO_MANY_REDIRECTS:
+	case CURLE_OUT_OF_MEMORY:
+	case CURLE_BAD_FUNCTION_ARGUMENT:
+	case CURLE_LOGIN_DENIED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+enum http_outcome
+http_result(CURL *h, CURLcode rc, const struct http_resp *r, long *status, char *why,
+    size_t whylen)
+{
+	*status = 0;
+	if (rc != CURLE_OK) {
+		if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+			snprintf(why, whylen, "response larger than %zu bytes", r->max);
+			return HTTP_PERMANENT;
+		}
+		snprintf(why, whylen, "%s", r->err[0] ? r->err : curl_easy_strerror(rc));
+		return permanent_curl_error(rc) || r->nomem ? HTTP_PERMANENT
+		    : HTTP_TRANSIENT;
+	}
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+	if (*status >= 200 && *status < 300)
+		return HTTP_OK;
+	snprintf(why, whylen, "HTTP %ld", *status);
+	if (*status == 408 || *status == 429 || *status >= 500)
+		return HTTP_TRANSIENT;
+	return HTTP_PERMANENT;
+}
+
+double
+http_retry_delay(struct backoff *b, const struct http_resp *r)
+{
+	double d = backoff_next(b);
+	double asked = r->retry_after;
+
+	if (asked > HTTP_RETRY_AFTER_MAX)
+		asked = HTTP_RETRY_AFTER_MAX;
+	return asked > d ? asked : d;
+}

@@ -1,0 +1,67 @@
+/* http: libcurl handles set up one safe way, and one reading of what a response means. */
+#ifndef OA_HTTP_H
+#define OA_HTTP_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+
+#include "retry.h"
+
+/* Retry-After is honoured up to this many seconds; a longer wait is cut to it. */
+#define HTTP_RETRY_AFTER_MAX 60.0
+
+struct http_limits {
+	double timeout;		/* whole attempt, seconds */
+	double connect_timeout;	/* connecting, seconds */
+	size_t max_bytes;	/* largest response body accepted */
+};
+
+/* One response: the body, its status, and what the server asked of us. */
+struct http_resp {
+	char *body;		/* not NUL-terminated; len bytes */
+	size_t len, cap, max;
+	int too_big;		/* the body passed max and the transfer was aborted */
+	int nomem;		/* no memory to hold the body */
+	double retry_after;	/* seconds the server asked us to wait, or -1 */
+	struct curl_slist *headers;	/* request headers we set, freed with the response */
+	char err[CURL_ERROR_SIZE];
+};
+
+enum http_outcome {
+	HTTP_OK,		/* a 2xx response, whole */
+	HTTP_TRANSIENT,		/* connection error, timeout, 408, 429, 5xx: worth retrying */
+	HTTP_PERMANENT		/* anything else: retrying will not help */
+};
+
+/* curl_global_init once per program; exits 70 if libcurl cannot start. */
+void http_global_init(void);
+void http_global_cleanup(void);
+/* 0 if url is an absolute http:// or https:// URL, else -1 with *why set. */
+int http_url_check(const char *url, const char **why);
+/* BASE/vendor/V/WHAT with V percent-escaped and one slash between parts; caller frees. */
+char *http_vendor_url(const char *base, const char *vendor, const char *what);
+
+void http_resp_init(struct http_resp *r, size_t max_bytes);
+/* Forget the last response (keeping the buffer) before another attempt. */
+void http_resp_reset(struct http_resp *r);
+void http_resp_free(struct http_resp *r);
+
+/*
+ * Point h at url with our limits: http/https only, TLS verified, no
+ * redirects followed, timeouts, the body collected into r and capped.
+ * Returns 0, or -1 with a message in r->err.
+ */
+int http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct http_resp *r);
+/* Make h a POST of a JSON body (copied by libcurl). Returns 0 or -1 (r->err). */
+int http_post_json(CURL *h, struct http_resp *r, const char *json);
+
+/*
+ * What a finished transfer means. *status gets the HTTP status (0 if none);
+ * why gets a one-line reason for anything but HTTP_OK.
+ */
+enum http_outcome http_result(CURL *h, CURLcode rc, const struct http_resp *r, long *status,
+    char *why, size_t whylen);
+/* The wait before the next attempt: the backoff, or longer if Retry-After asks. */
+double http_retry_delay(struct backoff *b, const struct http_resp *r);
+
+#endif

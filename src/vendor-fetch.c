@@ -1,0 +1,644 @@
+/* vendor-fetch: fetch every vendor's stock in parallel and write it as JSON lines, one block per vendor. */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "lib/http.h"
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/retry.h"
+
+/*
+ * One curl multi handle carries every vendor's transfer. A vendor whose
+ * attempt failed transiently waits for its retry time while the others keep
+ * transferring; the loop sleeps in curl_multi_poll until the next socket event
+ * or the earliest retry. A response is parsed whole, then written as one
+ * block, so a vendor's lines are never interleaved with another's.
+ */
+
+#define MAX_QUANTITY 9007199254740991LL	/* 2^53 - 1: exact in a JSON number */
+#define BAD_ITEM_WARNINGS 10		/* per vendor; then one summary line */
+
+enum state { WAITING, RUNNING, DONE, FAILED };
+
+struct vendor {
+	char *name;
+	char *url;
+	char *shown;		/* url without a password, for messages */
+	CURL *h;
+	struct http_resp resp;
+	struct backoff backoff;
+	enum state state;
+	int attempts;
+	double retry_at;	/* monotonic time of the next attempt */
+	struct timespec started;	/* wall clock when the current attempt began */
+	char why[CURL_ERROR_SIZE + 64];
+};
+
+static struct {
+	struct http_limits lim;
+	long retries;
+	const char *filter;
+	char *fmt;		/* reusable buffer for printing non-string values */
+	int fmt_len;
+} opt = {
+	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = 1UL << 30 },
+	.retries = 3,
+};
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [--base URL] [--retries N] [--timeout S] [--max-bytes N]\n"
+	    "       [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
+	exit(code);
+}
+
+/* --- writing ---------------------------------------------------------------- */
+
+/* A JSON string with the escapes cJSON itself writes. */
+static void
+put_string(const char *s)
+{
+	const char *run = s;
+
+	putchar_unlocked('"');
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
+		run = s + 1;
+		switch (c) {
+		case '"': fputs_unlocked("\\\"", stdout); break;
+		case '\\': fputs_unlocked("\\\\", stdout); break;
+		case '\b': fputs_unlocked("\\b", stdout); break;
+		case '\f': fputs_unlocked("\\f", stdout); break;
+		case '\n': fputs_unlocked("\\n", stdout); break;
+		case '\r': fputs_unlocked("\\r", stdout); break;
+		case '\t': fputs_unlocked("\\t", stdout); break;
+		default: printf("\\u%04x", c); break;
+		}
+	}
+	fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
+	putchar_unlocked('"');
+}
+
+static void
+put_value(const cJSON *v)
+{
+	char *s;
+
+	if (cJSON_IsString(v)) {
+		put_string(v->valuestring);
+		return;
+	}
+	/* Most values are small integers; print those without cJSON's round trip. */
+	if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
+	    fabs(v->valuedouble) < 1e15) {
+		printf("%lld", (long long)v->valuedouble);
+		return;
+	}
+	if (cJSON_PrintPreallocated((cJSON *)v, opt.fmt, opt.fmt_len, 0)) {
+		fputs_unlocked(opt.fmt, stdout);
+		return;
+	}
+	if ((s = cJSON_PrintUnformatted(v)) == NULL)
+		die(EX_SOFTWARE, "out of memory formatting an item field");
+	fputs_unlocked(s, stdout);
+	free(s);
+}
+
+/* Fields we write ourselves; an item's own fields of these names are dropped. */
+static int
+reserved_field(const char *k)
+{
+	return strcmp(k, "vendor") == 0 || strcmp(k, "sku") == 0 || strcmp(k, "quantity") == 0 ||
+	    strcmp(k, "fetched_at") == 0 || strcmp(k, "snapshot") == 0;
+}
+
+static const char *
+item_problem(const cJSON *it, const char **sku, long long *qty)
+{
+	if (!cJSON_IsObject(it))
+		return "is not a JSON object";
+	if ((*sku = json_string(it, "sku")) == NULL || **sku == '\0')
+		return "\"sku\" must be a non-empty string";
+	if (json_int(it, "quantity", 0, MAX_QUANTITY, qty) < 0)
+		return "\"quantity\" must be an integer >= 0";
+	return NULL;
+}
+
+static void
+put_item(const struct vendor *v, const char *sku, long long qty, const char *stamp,
+    const cJSON *it)
+{
+	fputs_unlocked("{\"vendor\":", stdout);
+	put_string(v->name);
+	fputs_unlocked(",\"sku\":", stdout);
+	put_string(sku);
+	printf(",\"quantity\":%lld,\"fetched_at\":\"%s\"", qty, stamp);
+	for (const cJSON *f = it->child; f != NULL; f = f->next) {
+		if (f->string == NULL || reserved_field(f->string))
+			continue;
+		putchar_unlocked(',');
+		put_string(f->string);
+		putchar_unlocked(':');
+		put_value(f);
+	}
+	fputs_unlocked("}\n", stdout);
+}
+
+static void
+utc_stamp(const struct timespec *ts, char *buf, size_t n)
+{
+	struct tm tm;
+	char sec[32];
+
+	gmtime_r(&ts->tv_sec, &tm);
+	strftime(sec, sizeof sec, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, n, "%s.%03dZ", sec, (int)(ts->tv_nsec / 1000000) % 1000);
+}
+
+/*
+ * Write a vendor's block: its valid items, then the closing line. An invalid
+ * item is skipped and makes the snapshot "partial", so stock-apply withdraws
+ * nothing on the strength of a list we know to be incomplete.
+ */
+static void
+write_block(const struct vendor *v, const cJSON *items)
+{
+	char stamp[64], done[256];
+	long idx = 0, written = 0, bad = 0;
+
+	utc_stamp(&v->started, stamp, sizeof stamp);
+	for (const cJSON *it = items->child; it != NULL; it = it->next, idx++) {
+		const char *sku, *why;
+		long long qty;
+
+		if ((why = item_problem(it, &sku, &qty)) != NULL) {
+			if (bad++ < BAD_ITEM_WARNINGS)
+				warnx_("%s: item %ld (.[%ld]): %s; skipped", v->name, idx + 1,
+				    idx, why);
+			continue;
+		}
+		put_item(v, sku, qty, stamp, it);
+		written++;
+	}
+	if (bad > BAD_ITEM_WARNINGS)
+		warnx_("%s: %ld more invalid items skipped", v->name, bad - BAD_ITEM_WARNINGS);
+	fputs_unlocked("{\"vendor\":", stdout);
+	put_string(v->name);
+	printf(",\"snapshot\":\"%s\",\"items\":%ld,\"fetched_at\":\"%s\"}\n",
+	    bad ? "partial" : "complete", written, stamp);
+	snprintf(done, sizeof done, "the lines of %s may be incomplete", v->name);
+	out_flush(done);
+}
+
+/* --- parsing ------------------------------------------------------------------ */
+
+static int
+all_blank(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+			return 0;
+	return 1;
+}
+
+/* The whole body as one JSON array. */
+static cJSON *
+parse_array(struct vendor *v, const char *buf, size_t len, const char *what)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+
+	if (root == NULL) {
+		snprintf(v->why, sizeof v->why, "%s is not valid JSON (near byte %td)", what,
+		    end != NULL ? end - buf : (ptrdiff_t)0);
+		return NULL;
+	}
+	if (!all_blank(end, buf + len)) {
+		snprintf(v->why, sizeof v->why, "%s has data after its JSON value (at byte %td)",
+		    what, end - buf);
+		cJSON_Delete(root);
+		return NULL;
+	}
+	if (!cJSON_IsArray(root)) {
+		snprintf(v->why, sizeof v->why, "%s is not a JSON array of items", what);
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+/*
+ * jq writes one value per line: a single array is the item list; a stream
+ * of objects (a filter like '.items[]') is gathered into one.
+ */
+static cJSON *
+parse_jq_output(struct vendor *v, const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len, *stop;
+	cJSON *list = NULL, *val;
+
+	while (!all_blank(p, end)) {
+		val = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &stop, 0);
+		if (val == NULL) {
+			snprintf(v->why, sizeof v->why, "the filter's output is not valid JSON");
+			cJSON_Delete(list);
+			return NULL;
+		}
+		p = stop;
+		if (list == NULL && cJSON_IsArray(val) && all_blank(p, end))
+			return val;
+		if (list == NULL && (list = cJSON_CreateArray()) == NULL)
+			die(EX_SOFTWARE, "out of memory");
+		cJSON_AddItemToArray(list, val);
+	}
+	if (list == NULL)
+		snprintf(v->why, sizeof v->why, "the filter produced no output");
+	return list;
+}
+
+static int
+read_all(int fd, char **buf, size_t *len, size_t max)
+{
+	size_t cap = 0;
+	ssize_t n;
+
+	*buf = NULL;
+	*len = 0;
+	for (;;) {
+		if (*len == cap) {
+			char *p;
+
+			cap = cap ? cap * 2 : 64 * 1024;
+			if ((p = realloc(*buf, cap)) == NULL)
+				return -1;
+			*buf = p;
+		}
+		n = read(fd, *buf + *len, cap - *len);
+		if (n == 0)
+			return 0;
+		if (n < 0)
+			return -1;
+		*len += (size_t)n;
+		if (*len > max)
+			return -1;
+	}
+}
+
+/* jq's first line of complaint, for the failure message. */
+static void
+jq_complaint(struct vendor *v, FILE *err, int status)
+{
+	char line[512] = "";
+
+	rewind(err);
+	if (fgets(line, sizeof line, err) != NULL)
+		line[strcspn(line, "\n")] = '\0';
+	if (line[0] != '\0')
+		snprintf(v->why, sizeof v->why, "--filter failed: %s", line);
+	else if (WIFEXITED(status))
+		snprintf(v->why, sizeof v->why, "--filter failed: jq exited with status %d",
+		    WEXITSTATUS(status));
+	else
+		snprintf(v->why, sizeof v->why, "--filter failed: jq was killed by signal %d",
+		    WTERMSIG(status));
+}
+
+/*
+ * Run jq over the body. The body goes in through an unlinked temporary file
+ * and jq's complaints out through another, so only its output uses a pipe
+ * and nothing can deadlock however large either side is.
+ */
+static cJSON *
+run_filter(struct vendor *v)
+{
+	extern char **environ;
+	FILE *in = tmpfile(), *err = tmpfile();
+	char *prog = NULL, *out = NULL;
+	char *argv[] = { "jq", "-c", NULL, NULL };
+	posix_spawn_file_actions_t fa;
+	cJSON *items = NULL;
+	int pfd[2] = { -1, -1 }, status = 0, rc;
+	size_t len = 0;
+	pid_t pid;
+
+	/* jq 1.6 takes a program starting with '-' for an option; a space is harmless. */
+	if (asprintf(&prog, " %s", opt.filter) < 0)
+		die(EX_SOFTWARE, "out of memory");
+	argv[2] = prog;
+	if (in == NULL || err == NULL || fwrite(v->resp.body, 1, v->resp.len, in) != v->resp.len ||
+	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe(pfd) < 0) {
+		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
+		goto done;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fileno(in), 0);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, fileno(err), 2);
+	posix_spawn_file_actions_addclose(&fa, pfd[0]);
+	rc = posix_spawnp(&pid, "jq", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(pfd[1]);
+	if (rc != 0) {
+		snprintf(v->why, sizeof v->why, "--filter: cannot run jq: %s", strerror(rc));
+		goto done;
+	}
+	rc = read_all(pfd[0], &out, &len, opt.lim.max_bytes);
+	close(pfd[0]);
+	pfd[0] = -1;
+	if (rc < 0)
+		kill(pid, SIGTERM);
+	while (waitpid(pid, &status, 0) < 0)
+		;
+	if (rc < 0)
+		snprintf(v->why, sizeof v->why, "--filter: jq's output was unreadable or larger "
+		    "than %zu bytes", opt.lim.max_bytes);
+	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		jq_complaint(v, err, status);
+	else
+		items = parse_jq_output(v, out, len);
+done:
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (in != NULL)
+		fclose(in);
+	if (err != NULL)
+		fclose(err);
+	free(out);
+	free(prog);
+	return items;
+}
+
+/* A whole response arrived: parse it and write its block, or say why not. */
+static int
+deliver(struct vendor *v)
+{
+	cJSON *items;
+
+	if (opt.filter != NULL)
+		items = run_filter(v);
+	else
+		items = parse_array(v, v->resp.body, v->resp.len, "the response");
+	/* The parse tree is all we need now; give the body's memory back first. */
+	http_resp_free(&v->resp);
+	if (items == NULL)
+		return -1;
+	write_block(v, items);
+	cJSON_Delete(items);
+	return 0;
+}
+
+/* --- transfers ---------------------------------------------------------------- */
+
+static void
+start(CURLM *m, struct vendor *v)
+{
+	CURLMcode mc;
+
+	if (http_prepare(v->h, v->url, &opt.lim, &v->resp) < 0)
+		die(EX_SOFTWARE, "%s: %s", v->name, v->resp.err);
+	v->attempts++;
+	v->state = RUNNING;
+	clock_gettime(CLOCK_REALTIME, &v->started);
+	if ((mc = curl_multi_add_handle(m, v->h)) != CURLM_OK)
+		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+	debugx("%s: attempt %d: GET %s", v->name, v->attempts, v->shown);
+}
+
+static void
+fail(struct vendor *v)
+{
+	v->state = FAILED;
+	warnx_("%s: %s after %d attempt%s; no lines written for %s", v->name, v->why,
+	    v->attempts, v->attempts == 1 ? "" : "s", v->name);
+}
+
+static void
+finished(CURLM *m, struct vendor *v, CURLcode rc)
+{
+	enum http_outcome o;
+	long status;
+	double delay;
+
+	curl_multi_remove_handle(m, v->h);
+	o = http_result(v->h, rc, &v->resp, &status, v->why, sizeof v->why);
+	if (o == HTTP_OK) {
+		v->state = deliver(v) == 0 ? DONE : FAILED;
+		if (v->state == FAILED)
+			fail(v);
+		return;
+	}
+	if (o == HTTP_PERMANENT || v->attempts > opt.retries) {
+		fail(v);
+		return;
+	}
+	delay = http_retry_delay(&v->backoff, &v->resp);
+	debugx("%s: %s; retrying in %.2f s", v->name, v->why, delay);
+	v->state = WAITING;
+	v->retry_at = now_seconds() + delay;
+}
+
+static void
+start_due(CURLM *m, struct vendor *vs, size_t n)
+{
+	double now = now_seconds();
+
+	for (size_t i = 0; i < n; i++)
+		if (vs[i].state == WAITING && vs[i].retry_at <= now)
+			start(m, &vs[i]);
+}
+
+/* Milliseconds until the next retry is due, at most a second. */
+static long
+next_due_ms(const struct vendor *vs, size_t n)
+{
+	double now = now_seconds(), next = now + 1.0;
+
+	for (size_t i = 0; i < n; i++)
+		if (vs[i].state == WAITING && vs[i].retry_at < next)
+			next = vs[i].retry_at;
+	return next > now ? (long)ceil((next - now) * 1000) : 0;
+}
+
+static void
+fetch_all(struct vendor *vs, size_t n)
+{
+	CURLM *m = curl_multi_init();
+	size_t open = n;
+
+	if (m == NULL)
+		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
+	while (open > 0) {
+		long wait_ms, curl_ms = -1;
+		int running, left;
+		CURLMsg *msg;
+		CURLMcode mc;
+
+		start_due(m, vs, n);
+		if ((mc = curl_multi_perform(m, &running)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+		while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+			struct vendor *v;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&v);
+			finished(m, v, msg->data.result);
+			if (v->state == DONE || v->state == FAILED)
+				open--;
+		}
+		if (open == 0)
+			break;
+		wait_ms = next_due_ms(vs, n);
+		curl_multi_timeout(m, &curl_ms);
+		if (curl_ms >= 0 && curl_ms < wait_ms)
+			wait_ms = curl_ms;
+		if ((mc = curl_multi_poll(m, NULL, 0, (int)wait_ms, NULL)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+	}
+	curl_multi_cleanup(m);
+}
+
+/* --- setup ---------------------------------------------------------------------- */
+
+static void
+vendor_init(struct vendor *v, const char *arg, const char *base)
+{
+	const char *eq = strchr(arg, '='), *why;
+
+	memset(v, 0, sizeof *v);
+	v->name = eq ? strndup(arg, (size_t)(eq - arg)) : strdup(arg);
+	if (v->name == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	if (v->name[0] == '\0') {
+		warnx_("\"%s\": the vendor name is empty", arg);
+		usage(stderr, EX_USAGE);
+	}
+	if (eq != NULL)
+		v->url = strdup(eq + 1);
+	else if (base == NULL) {
+		warnx_("%s: no URL: give --base, set VENDOR_BASE_URL, or write %s=URL", v->name,
+		    v->name);
+		usage(stderr, EX_USAGE);
+	} else
+		v->url = http_vendor_url(base, v->name, "stock");
+	if (v->url == NULL || (v->shown = config_redact_url(v->url)) == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	if (http_url_check(v->url, &why) < 0) {
+		warnx_("%s: URL \"%s\" %s", v->name, v->shown, why);
+		usage(stderr, EX_USAGE);
+	}
+	if ((v->h = curl_easy_init()) == NULL)
+		die(EX_SOFTWARE, "libcurl: cannot create a handle");
+	curl_easy_setopt(v->h, CURLOPT_PRIVATE, v);
+	http_resp_init(&v->resp, opt.lim.max_bytes);
+	v->backoff = (struct backoff)BACKOFF_INIT(0.2, 5.0);
+	v->state = WAITING;
+}
+
+static void
+vendor_free(struct vendor *v)
+{
+	curl_easy_cleanup(v->h);
+	http_resp_free(&v->resp);
+	free(v->name);
+	free(v->url);
+	free(v->shown);
+}
+
+static void
+no_duplicates(struct vendor *vs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(vs[i].name, vs[j].name) == 0) {
+				warnx_("%s: vendor named twice", vs[i].name);
+				usage(stderr, EX_USAGE);
+			}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "base", required_argument, NULL, 'b' },
+		{ "retries", required_argument, NULL, 'r' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "max-bytes", required_argument, NULL, 'm' },
+		{ "filter", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *base = config_vendor_base(), *why;
+	struct vendor *vs;
+	size_t n, failed = 0;
+	int ch;
+
+	log_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'b': base = optarg; break;
+		case 'r': opt.retries = option_long("--retries", optarg, 0, 100); break;
+		case 't': opt.lim.timeout = option_seconds("--timeout", optarg, 86400); break;
+		case 'm':
+			opt.lim.max_bytes = (size_t)option_long("--max-bytes", optarg, 1,
+			    64L << 30);
+			break;
+		case 'f': opt.filter = optarg; break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (opt.lim.timeout < 0.001)
+		die(EX_USAGE, "option --timeout: must be more than 0 seconds");
+	if (opt.lim.connect_timeout > opt.lim.timeout)
+		opt.lim.connect_timeout = opt.lim.timeout;
+	if (optind == argc) {
+		warnx_("no vendor given");
+		usage(stderr, EX_USAGE);
+	}
+	if (base != NULL && http_url_check(base, &why) < 0) {
+		char *shown = config_redact_url(base);
+
+		warnx_("base URL \"%s\" %s", shown ? shown : "", why);
+		free(shown);
+		usage(stderr, EX_USAGE);
+	}
+	/* A closed pipe is a write error (exit 74), not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	http_global_init();
+	n = (size_t)(argc - optind);
+	if ((vs = calloc(n, sizeof *vs)) == NULL ||
+	    (opt.fmt = malloc(opt.fmt_len = 64 * 1024)) == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		vendor_init(&vs[i], argv[optind + i], base);
+	no_duplicates(vs, n);
+	fetch_all(vs, n);
+	for (size_t i = 0; i < n; i++) {
+		failed += vs[i].state != DONE;
+		vendor_free(&vs[i]);
+	}
+	free(vs);
+	free(opt.fmt);
+	http_global_cleanup();
+	out_flush("every vendor's block was written");
+	return failed ? EX_UNAVAILABLE : 0;
+}
