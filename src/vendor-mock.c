@@ -1,0 +1,1214 @@
+/* vendor-mock: the vendor HTTP API (stock and orders) of SPEC §4, with injectable faults. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/retry.h"
+
+#define DEFAULT_LISTEN	"127.0.0.1:8081"
+#define BODY_MAX	(64 * 1024)	/* an order is tiny; anything bigger is abuse */
+#define STREAM_BLOCK	(32 * 1024)
+#define GENERATE_MAX	10000000L
+#define SKU_DIGITS	6
+#define NAME_MAX_LEN	64
+#define ORDER_ID_MAX	200
+#define CONNECTION_LIMIT 512
+#define IDLE_TIMEOUT	30	/* seconds a keep-alive connection may sit idle */
+#define LATENCY_MAX	600000L
+#define QUANTITY_MAX	9007199254740992.0	/* 2^53: beyond it a JSON number loses units */
+
+/* A growable string. */
+struct sbuf {
+	char *s;
+	size_t len, cap;
+};
+
+/* Open-addressing hash table from owned strings to indexes. */
+struct table {
+	struct slot {
+		char *key;
+		size_t val;
+	} *slots;
+	size_t cap, len;
+};
+
+struct fault {
+	long fail_first;	/* the first N requests fail */
+	double fail_rate;	/* then each fails with this probability */
+	long latency_ms;	/* added before every answer */
+};
+
+struct stats {
+	long stock_requests, order_requests, orders_accepted, orders_refused;
+	long duplicate_orders, injected_failures, units_sold;
+};
+
+/* What an order_id was answered the first time: the same answer is given again. */
+struct outcome {
+	int status;
+	char *body;
+};
+
+struct vendor {
+	char *name;
+	size_t n;		/* items */
+	int64_t *qty;		/* current quantity of each item */
+	char **head, **tail;	/* file catalogue: item text before and after its quantity */
+	struct table skus;	/* file catalogue: sku -> item */
+	int width;		/* generated catalogue: digits in a SKU */
+	struct fault fault;
+	pthread_mutex_t lock;	/* guards qty and everything below */
+	long seen;
+	uint64_t rng;
+	struct stats st;
+	struct table orders;	/* canonical order_id -> outcome */
+	struct outcome *outcomes;
+	size_t n_outcomes, cap_outcomes;
+};
+
+/* One HTTP request, from its first callback to its completion. */
+struct req {
+	struct sbuf body;
+	int too_big;
+	struct MHD_Connection *c;
+	const char *method, *url;
+	struct vendor *v;
+	char order_id[ORDER_ID_MAX + 1];
+};
+
+/* The GET /stock body, generated as the client reads it. */
+struct stream {
+	struct vendor *v;
+	int64_t *qty;		/* quantities as they were when the request was answered */
+	size_t next;
+	int opened, closed;
+	struct sbuf piece;
+	size_t off;
+};
+
+/* A --fail-first/--fail-rate/--latency given before the vendors it names exist. */
+struct fault_opt {
+	int which;
+	const char *opt, *vendor, *value;
+};
+
+static struct vendor *vendors;
+static size_t n_vendors;
+static int fail_status = 503;
+static long retry_after = -1;
+static uint64_t seed = 1;
+static FILE *logfp;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile int stopping;
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [--listen ADDR:PORT] [--vendor NAME=FILE]... "
+	    "[--generate NAME:COUNT]...\n"
+	    "\t[--fail-rate [VENDOR=]P] [--fail-first [VENDOR=]N] [--latency [VENDOR=]MS]\n"
+	    "\t[--fail-status CODE] [--retry-after S] [--seed N] [--log FILE]\n", progname);
+	exit(code);
+}
+
+static void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		die(EX_OSERR, "out of memory (%zu bytes)", n);
+	return p;
+}
+
+static char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+
+	if (p == NULL)
+		die(EX_OSERR, "out of memory");
+	return p;
+}
+
+static void
+sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if ((p = realloc(b->s, cap)) == NULL)
+			die(EX_OSERR, "out of memory");
+		b->s = p;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+	sb_add(b, s, strlen(s));
+}
+
+/* splitmix64: a stateless mix, so a generated item needs no storage but its quantity. */
+static uint64_t
+mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static double
+next_unit(uint64_t *state)
+{
+	*state += 1;
+	return (double)(mix64(*state) >> 11) / 9007199254740992.0;
+}
+
+static uint64_t
+hash_str(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 0x100000001b3ULL;
+	return h;
+}
+
+static struct slot *
+table_slot(const struct table *t, const char *key)
+{
+	size_t i = hash_str(key) & (t->cap - 1);
+
+	while (t->slots[i].key != NULL && strcmp(t->slots[i].key, key) != 0)
+		i = (i + 1) & (t->cap - 1);
+	return &t->slots[i];
+}
+
+static int
+table_get(const struct table *t, const char *key, size_t *val)
+{
+	struct slot *s;
+
+	if (t->cap == 0)
+		return -1;
+	s = table_slot(t, key);
+	if (s->key == NULL)
+		return -1;
+	*val = s->val;
+	return 0;
+}
+
+/* Takes ownership of key, which must not be present yet. */
+static void
+table_put(struct table *t, char *key, size_t val)
+{
+	struct slot *s;
+
+	if (2 * (t->len + 1) > t->cap) {
+		struct table bigger = { NULL, t->cap ? 2 * t->cap : 64, t->len };
+
+		bigger.slots = calloc(bigger.cap, sizeof *bigger.slots);
+		if (bigger.slots == NULL)
+			die(EX_OSERR, "out of memory");
+		for (size_t i = 0; i < t->cap; i++)
+			if (t->slots[i].key != NULL)
+				*table_slot(&bigger, t->slots[i].key) = t->slots[i];
+		free(t->slots);
+		*t = bigger;
+	}
+	s = table_slot(t, key);
+	s->key = key;
+	s->val = val;
+	t->len++;
+}
+
+static void
+table_free(struct table *t)
+{
+	for (size_t i = 0; i < t->cap; i++)
+		free(t->slots[i].key);
+	free(t->slots);
+}
+
+static struct vendor *
+vendor_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < n_vendors; i++)
+		if (strlen(vendors[i].name) == len && memcmp(vendors[i].name, name, len) == 0)
+			return &vendors[i];
+	return NULL;
+}
+
+static void
+check_vendor_name(const char *opt, const char *name, size_t len)
+{
+	if (len == 0 || len > NAME_MAX_LEN)
+		die(EX_USAGE, "option %s: a vendor name must have 1 to %d characters", opt,
+		    NAME_MAX_LEN);
+	for (size_t i = 0; i < len; i++)
+		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-",
+		    name[i]) == NULL)
+			die(EX_USAGE, "option %s: vendor name \"%.*s\" may only contain letters, "
+			    "digits, '.', '_' and '-'", opt, (int)len, name);
+}
+
+static struct vendor *
+vendor_add(const char *opt, const char *name, size_t len)
+{
+	struct vendor *v, *grown;
+
+	check_vendor_name(opt, name, len);
+	if (vendor_find(name, len) != NULL)
+		die(EX_USAGE, "option %s: vendor \"%.*s\" is given twice", opt, (int)len, name);
+	grown = realloc(vendors, (n_vendors + 1) * sizeof *vendors);
+	if (grown == NULL)
+		die(EX_OSERR, "out of memory");
+	vendors = grown;
+	v = &vendors[n_vendors++];
+	memset(v, 0, sizeof *v);
+	v->name = xstrndup(name, len);
+	pthread_mutex_init(&v->lock, NULL);
+	return v;
+}
+
+/* A generated catalogue stores only quantities; names and prices derive from the seed. */
+static void
+generate(const char *arg)
+{
+	const char *colon = strrchr(arg, ':');
+	struct vendor *v;
+	long count;
+
+	if (colon == NULL)
+		die(EX_USAGE, "option --generate: \"%s\" is not NAME:COUNT", arg);
+	count = option_long("--generate", colon + 1, 0, GENERATE_MAX);
+	v = vendor_add("--generate", arg, colon - arg);
+	v->n = count;
+	v->width = SKU_DIGITS;
+	for (long c = count; c >= 1000000; c /= 10)
+		v->width++;
+}
+
+static void
+generate_fill(struct vendor *v)
+{
+	v->qty = xmalloc(v->n * sizeof *v->qty);
+	for (size_t i = 0; i < v->n; i++)
+		v->qty[i] = 1 + mix64(seed ^ mix64(i + 1)) % 1000;
+}
+
+static int
+generated_index(const struct vendor *v, const char *sku, size_t *idx)
+{
+	char *end;
+	unsigned long long k;
+
+	if (strncmp(sku, "SKU-", 4) != 0 || strlen(sku + 4) != (size_t)v->width ||
+	    sku[4] < '0' || sku[4] > '9')
+		return -1;
+	errno = 0;
+	k = strtoull(sku + 4, &end, 10);
+	if (errno != 0 || *end != '\0' || k < 1 || k > v->n)
+		return -1;
+	*idx = k - 1;
+	return 0;
+}
+
+static int
+sku_index(const struct vendor *v, const char *sku, size_t *idx)
+{
+	if (v->head == NULL)
+		return generated_index(v, sku, idx);
+	return table_get(&v->skus, sku, idx);
+}
+
+static char *
+read_file(const char *path, size_t *len)
+{
+	struct sbuf b = { 0 };
+	char chunk[65536];
+	size_t n;
+	FILE *fp = fopen(path, "r");
+
+	if (fp == NULL)
+		die(EX_NOINPUT, "option --vendor: cannot open %s: %s", path, strerror(errno));
+	while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+		sb_add(&b, chunk, n);
+	if (ferror(fp))
+		die(EX_IOERR, "reading %s: %s", path, strerror(errno));
+	fclose(fp);
+	sb_add(&b, "", 0);
+	*len = b.len;
+	return b.s;
+}
+
+/* Every field but the quantity passes through as it was written, in its order. */
+static void
+split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
+{
+	struct sbuf b = { 0 };
+	const cJSON *f;
+
+	sb_str(&b, "{");
+	cJSON_ArrayForEach(f, item) {
+		cJSON *key = cJSON_CreateString(f->string);
+		char *k = cJSON_PrintUnformatted(key), *val;
+
+		if (key == NULL || k == NULL)
+			die(EX_OSERR, "out of memory");
+		if (f != item->child)
+			sb_str(&b, ",");
+		sb_str(&b, k);
+		sb_str(&b, ":");
+		free(k);
+		cJSON_Delete(key);
+		if (f == quantity) {
+			*head = b.s;
+			b = (struct sbuf){ 0 };
+			continue;
+		}
+		if ((val = cJSON_PrintUnformatted(f)) == NULL)
+			die(EX_OSERR, "out of memory");
+		sb_str(&b, val);
+		free(val);
+	}
+	sb_str(&b, "}");
+	*tail = b.s;
+}
+
+static void
+load_item(struct vendor *v, const char *path, size_t i, const cJSON *item)
+{
+	const cJSON *sku = cJSON_GetObjectItemCaseSensitive(item, "sku");
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(item, "quantity");
+	size_t dup;
+
+	if (!cJSON_IsObject(item))
+		die(EX_DATAERR, "%s: item %zu (.[%zu]) is not an object", path, i + 1, i);
+	if (!cJSON_IsString(sku) || *sku->valuestring == '\0')
+		die(EX_DATAERR, "%s: item %zu (.[%zu]): \"sku\" must be a non-empty string",
+		    path, i + 1, i);
+	if (!cJSON_IsNumber(q) || q->valuedouble < 0 || q->valuedouble > QUANTITY_MAX ||
+	    q->valuedouble != (double)(int64_t)q->valuedouble)
+		die(EX_DATAERR, "%s: item %zu (.[%zu]): \"quantity\" must be an integer >= 0",
+		    path, i + 1, i);
+	if (table_get(&v->skus, sku->valuestring, &dup) == 0)
+		die(EX_DATAERR, "%s: item %zu (.[%zu]): sku \"%s\" repeats item %zu", path,
+		    i + 1, i, sku->valuestring, dup + 1);
+	table_put(&v->skus, xstrndup(sku->valuestring, strlen(sku->valuestring)), i);
+	v->qty[i] = (int64_t)q->valuedouble;
+	split_item(item, q, &v->head[i], &v->tail[i]);
+}
+
+/* Register a --vendor NAME=FILE; the file is read once every option is known good. */
+static size_t
+catalogue_add(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+
+	if (eq == NULL || eq[1] == '\0')
+		die(EX_USAGE, "option --vendor: \"%s\" is not NAME=FILE", arg);
+	vendor_add("--vendor", arg, eq - arg);
+	return n_vendors - 1;
+}
+
+static void
+load_catalogue(struct vendor *v, const char *path)
+{
+	const char *end;
+	cJSON *root;
+	size_t len, i = 0;
+	const cJSON *item;
+	char *text;
+
+	text = read_file(path, &len);
+	root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);	/* the NUL too */
+	if (root == NULL)
+		die(EX_DATAERR, "%s: not valid JSON at byte %td", path, end - text);
+	if (!cJSON_IsArray(root))
+		die(EX_DATAERR, "%s: a catalogue must be a JSON array of items", path);
+	v->n = cJSON_GetArraySize(root);
+	v->qty = xmalloc(v->n * sizeof *v->qty);
+	v->head = xmalloc(v->n * sizeof *v->head);
+	v->tail = xmalloc(v->n * sizeof *v->tail);
+	cJSON_ArrayForEach(item, root)
+		load_item(v, path, i++, item);
+	cJSON_Delete(root);
+	free(text);
+}
+
+/* "[VENDOR=]VALUE": a fault for one vendor, or for all of them. */
+static void
+fault_opt_add(struct fault_opt **list, size_t *n, int which, const char *opt, char *arg)
+{
+	char *eq = strchr(arg, '=');
+	struct fault_opt *grown = realloc(*list, (*n + 1) * sizeof **list);
+
+	if (grown == NULL)
+		die(EX_OSERR, "out of memory");
+	*list = grown;
+	grown[*n] = (struct fault_opt){ which, opt, NULL, arg };
+	if (eq != NULL) {
+		*eq = '\0';
+		check_vendor_name(opt, arg, eq - arg);
+		grown[*n].vendor = arg;
+		grown[*n].value = eq + 1;
+	}
+	(*n)++;
+}
+
+static double
+option_probability(const char *opt, const char *s)
+{
+	const char *why;
+	double p;
+
+	if (parse_seconds(s, 1.0, &p, &why) < 0)
+		die(EX_USAGE, "option %s: \"%s\" is not a probability from 0 to 1", opt, s);
+	return p;
+}
+
+static void
+fault_set(struct fault *f, const struct fault_opt *o)
+{
+	switch (o->which) {
+	case 'f':
+		f->fail_first = option_long(o->opt, o->value, 0, LONG_MAX);
+		break;
+	case 'r':
+		f->fail_rate = option_probability(o->opt, o->value);
+		break;
+	case 'l':
+		f->latency_ms = option_long(o->opt, o->value, 0, LATENCY_MAX);
+		break;
+	}
+}
+
+/* Faults for all vendors first, so one naming a vendor overrides them in any order. */
+static void
+faults_apply(const struct fault_opt *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i].vendor == NULL)
+			for (size_t k = 0; k < n_vendors; k++)
+				fault_set(&vendors[k].fault, &list[i]);
+	for (size_t i = 0; i < n; i++) {
+		struct vendor *v;
+
+		if (list[i].vendor == NULL)
+			continue;
+		v = vendor_find(list[i].vendor, strlen(list[i].vendor));
+		if (v == NULL)
+			die(EX_USAGE, "option %s: no vendor \"%s\" (give it with --vendor or "
+			    "--generate)", list[i].opt, list[i].vendor);
+		fault_set(&v->fault, &list[i]);
+	}
+}
+
+static void
+vendor_free(struct vendor *v)
+{
+	for (size_t i = 0; v->head != NULL && i < v->n; i++) {
+		free(v->head[i]);
+		free(v->tail[i]);
+	}
+	free(v->head);
+	free(v->tail);
+	free(v->qty);
+	table_free(&v->skus);
+	table_free(&v->orders);
+	for (size_t i = 0; i < v->n_outcomes; i++)
+		free(v->outcomes[i].body);
+	free(v->outcomes);
+	pthread_mutex_destroy(&v->lock);
+	free(v->name);
+}
+
+static void
+log_request(const struct req *r, int status)
+{
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+	cJSON *o;
+	char *line;
+
+	if (logfp == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ", ts.tv_nsec / 1000000);
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "time", when);
+	cJSON_AddStringToObject(o, "method", r->method);
+	cJSON_AddStringToObject(o, "path", r->url);
+	cJSON_AddNumberToObject(o, "status", status);
+	if (r->v != NULL)
+		cJSON_AddStringToObject(o, "vendor", r->v->name);
+	if (r->order_id[0] != '\0')
+		cJSON_AddStringToObject(o, "order_id", r->order_id);
+	if ((line = cJSON_PrintUnformatted(o)) == NULL)
+		die(EX_OSERR, "out of memory");
+	pthread_mutex_lock(&log_lock);
+	if (fprintf(logfp, "%s\n", line) < 0 || fflush(logfp) == EOF) {
+		warnx_("--log: writing failed: %s; no further requests are logged", strerror(errno));
+		fclose(logfp);
+		logfp = NULL;
+	}
+	pthread_mutex_unlock(&log_lock);
+	free(line);
+	cJSON_Delete(o);
+}
+
+static enum MHD_Result
+send_response(struct req *r, int status, struct MHD_Response *resp)
+{
+	enum MHD_Result rc;
+
+	if (resp == NULL) {
+		warnx_("cannot create a response for %s %s", r->method, r->url);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	rc = MHD_queue_response(r->c, status, resp);
+	MHD_destroy_response(resp);
+	log_request(r, status);
+	return rc;
+}
+
+static enum MHD_Result
+reply(struct req *r, int status, const char *body)
+{
+	return send_response(r, status,
+	    MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY));
+}
+
+static enum MHD_Result
+reply_error(struct req *r, int status, const char *code)
+{
+	char body[128];
+
+	snprintf(body, sizeof body, "{\"error\":\"%s\"}", code);
+	return reply(r, status, body);
+}
+
+static enum MHD_Result
+reply_with_header(struct req *r, int status, const char *body, const char *name,
+    const char *value)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body,
+	    MHD_RESPMEM_MUST_COPY);
+
+	if (resp != NULL)
+		MHD_add_response_header(resp, name, value);
+	return send_response(r, status, resp);
+}
+
+static enum MHD_Result
+reply_injected(struct req *r)
+{
+	char secs[32];
+
+	if (retry_after < 0)
+		return reply_error(r, fail_status, "injected_failure");
+	snprintf(secs, sizeof secs, "%ld", retry_after);
+	return reply_with_header(r, fail_status, "{\"error\":\"injected_failure\"}",
+	    MHD_HTTP_HEADER_RETRY_AFTER, secs);
+}
+
+static void
+render_item(const struct stream *s, size_t i, struct sbuf *out)
+{
+	const struct vendor *v = s->v;
+	char num[160];
+
+	if (v->head != NULL) {
+		sb_str(out, v->head[i]);
+		snprintf(num, sizeof num, "%" PRId64, s->qty[i]);
+		sb_str(out, num);
+		sb_str(out, v->tail[i]);
+		return;
+	}
+	snprintf(num, sizeof num, "{\"sku\":\"SKU-%0*zu\",\"name\":\"Item %0*zu\","
+	    "\"quantity\":%" PRId64 ",\"price_cents\":%" PRIu64 "}", v->width, i + 1, v->width,
+	    i + 1, s->qty[i], 99 + mix64(seed ^ mix64(i + 1) ^ 0x7072696365ULL) % 99901);
+	sb_str(out, num);
+}
+
+/* The next piece of the array: its "[", one item, or its "]". */
+static int
+stream_piece(struct stream *s)
+{
+	s->piece.len = 0;
+	s->off = 0;
+	if (!s->opened) {
+		s->opened = 1;
+		sb_str(&s->piece, "[");
+	} else if (s->next < s->v->n) {
+		if (s->next > 0)
+			sb_str(&s->piece, ",");
+		render_item(s, s->next++, &s->piece);
+	} else if (!s->closed) {
+		s->closed = 1;
+		sb_str(&s->piece, "]");
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream *s = cls;
+	size_t n = 0;
+
+	(void)pos;
+	while (n < max) {
+		size_t k;
+
+		if (s->off == s->piece.len && stream_piece(s) < 0)
+			break;
+		k = s->piece.len - s->off;
+		if (k > max - n)
+			k = max - n;
+		memcpy(buf + n, s->piece.s + s->off, k);
+		s->off += k;
+		n += k;
+	}
+	return n > 0 ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void
+stream_free(void *cls)
+{
+	struct stream *s = cls;
+
+	free(s->qty);
+	free(s->piece.s);
+	free(s);
+}
+
+/*
+ * The quantities are copied when the request is answered, so the body is one
+ * consistent snapshot even while orders keep arriving as it streams out.
+ */
+static enum MHD_Result
+handle_stock(struct req *r)
+{
+	struct vendor *v = r->v;
+	struct stream *s = calloc(1, sizeof *s);
+	struct MHD_Response *resp;
+
+	if (s == NULL || (s->qty = malloc((v->n ? v->n : 1) * sizeof *s->qty)) == NULL) {
+		free(s);
+		return reply_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out_of_memory");
+	}
+	s->v = v;
+	pthread_mutex_lock(&v->lock);
+	memcpy(s->qty, v->qty, v->n * sizeof *s->qty);
+	pthread_mutex_unlock(&v->lock);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
+	    stream_free);
+	if (resp == NULL)
+		stream_free(s);
+	return send_response(r, MHD_HTTP_OK, resp);
+}
+
+/* The text an order_id is remembered by: 42 and "42" are the same order. */
+static const char *
+order_key(const cJSON *id, char *key, size_t len)
+{
+	if (cJSON_IsString(id)) {
+		if (*id->valuestring == '\0' || strlen(id->valuestring) >= len)
+			return "\"order_id\" must be a string of 1 to 200 bytes or an integer";
+		strcpy(key, id->valuestring);
+		return NULL;
+	}
+	if (!cJSON_IsNumber(id) || id->valuedouble > QUANTITY_MAX ||
+	    id->valuedouble < -QUANTITY_MAX || id->valuedouble != (double)(int64_t)id->valuedouble)
+		return "\"order_id\" must be a string of 1 to 200 bytes or an integer";
+	snprintf(key, len, "%" PRId64, (int64_t)id->valuedouble);
+	return NULL;
+}
+
+static char *
+invalid_body(const char *why)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s;
+
+	cJSON_AddStringToObject(o, "error", "invalid_request");
+	cJSON_AddStringToObject(o, "detail", why);
+	if ((s = cJSON_PrintUnformatted(o)) == NULL)
+		die(EX_OSERR, "out of memory");
+	cJSON_Delete(o);
+	return s;
+}
+
+/* Validate an order body; NULL, or why it is refused. */
+static const char *
+order_parse(struct req *r, cJSON **order, long long *quantity)
+{
+	const char *why;
+
+	*order = cJSON_ParseWithLength(r->body.s ? r->body.s : "", r->body.len);
+	if (!cJSON_IsObject(*order))
+		return "the body must be a JSON object";
+	why = order_key(cJSON_GetObjectItemCaseSensitive(*order, "order_id"), r->order_id,
+	    sizeof r->order_id);
+	if (why != NULL)
+		return why;
+	if (json_string(*order, "sku") == NULL)
+		return "\"sku\" must be a string";
+	if (json_int(*order, "quantity", 1, (long long)QUANTITY_MAX, quantity) < 0)
+		return "\"quantity\" must be a positive integer";
+	return NULL;
+}
+
+/* Decide a new order; called with the vendor locked. */
+static struct outcome
+order_decide(struct vendor *v, const cJSON *order, int64_t q)
+{
+	struct outcome o = { MHD_HTTP_CONFLICT, NULL };
+	cJSON *body = cJSON_CreateObject();
+	size_t i;
+
+	if (sku_index(v, json_string(order, "sku"), &i) < 0) {
+		cJSON_AddStringToObject(body, "error", "unknown_sku");
+		v->st.orders_refused++;
+	} else if (v->qty[i] < q) {
+		cJSON_AddStringToObject(body, "error", "insufficient_stock");
+		v->st.orders_refused++;
+	} else {
+		v->qty[i] -= q;
+		v->st.units_sold += q;
+		v->st.orders_accepted++;
+		o.status = MHD_HTTP_CREATED;
+		cJSON_AddItemToObject(body, "order_id",
+		    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(order, "order_id"), 1));
+		cJSON_AddStringToObject(body, "status", "accepted");
+	}
+	if ((o.body = cJSON_PrintUnformatted(body)) == NULL)
+		die(EX_OSERR, "out of memory");
+	cJSON_Delete(body);
+	return o;
+}
+
+static void
+remember(struct vendor *v, const char *key, struct outcome o)
+{
+	if (v->n_outcomes == v->cap_outcomes) {
+		size_t cap = v->cap_outcomes ? 2 * v->cap_outcomes : 64;
+		struct outcome *p = realloc(v->outcomes, cap * sizeof *p);
+
+		if (p == NULL)
+			die(EX_OSERR, "out of memory");
+		v->outcomes = p;
+		v->cap_outcomes = cap;
+	}
+	v->outcomes[v->n_outcomes] = o;
+	table_put(&v->orders, xstrndup(key, strlen(key)), v->n_outcomes++);
+}
+
+/*
+ * The answer to an order_id is decided once, under the vendor's lock, and
+ * remembered: a repeat gets the same status and body and sells nothing more.
+ */
+static enum MHD_Result
+handle_order(struct req *r)
+{
+	struct vendor *v = r->v;
+	cJSON *order;
+	long long q;
+	const char *why = order_parse(r, &order, &q);
+	struct outcome o;
+	size_t seen;
+	char *copy;
+	enum MHD_Result rc;
+
+	if (why != NULL) {
+		cJSON_Delete(order);
+		copy = invalid_body(why);
+		rc = reply(r, MHD_HTTP_BAD_REQUEST, copy);
+		free(copy);
+		return rc;
+	}
+	pthread_mutex_lock(&v->lock);
+	if (table_get(&v->orders, r->order_id, &seen) == 0) {
+		v->st.duplicate_orders++;
+	} else {
+		seen = v->n_outcomes;
+		remember(v, r->order_id, order_decide(v, order, q));
+	}
+	o = v->outcomes[seen];
+	copy = xstrndup(o.body, strlen(o.body));
+	pthread_mutex_unlock(&v->lock);
+	cJSON_Delete(order);
+	rc = reply(r, o.status, copy);
+	free(copy);
+	return rc;
+}
+
+static void
+stat_add(cJSON *o, const char *name, long n)
+{
+	cJSON_AddNumberToObject(o, name, (double)n);
+}
+
+static enum MHD_Result
+handle_stats(struct req *r)
+{
+	cJSON *root = cJSON_CreateObject(), *all = cJSON_AddObjectToObject(root, "vendors");
+	enum MHD_Result rc;
+	char *body;
+
+	for (size_t i = 0; i < n_vendors; i++) {
+		struct vendor *v = &vendors[i];
+		cJSON *o = cJSON_AddObjectToObject(all, v->name);
+		struct stats st;
+
+		pthread_mutex_lock(&v->lock);
+		st = v->st;
+		pthread_mutex_unlock(&v->lock);
+		stat_add(o, "stock_requests", st.stock_requests);
+		stat_add(o, "order_requests", st.order_requests);
+		stat_add(o, "orders_accepted", st.orders_accepted);
+		stat_add(o, "orders_refused", st.orders_refused);
+		stat_add(o, "duplicate_orders", st.duplicate_orders);
+		stat_add(o, "injected_failures", st.injected_failures);
+		stat_add(o, "units_sold", st.units_sold);
+	}
+	if ((body = cJSON_PrintUnformatted(root)) == NULL)
+		die(EX_OSERR, "out of memory");
+	cJSON_Delete(root);
+	rc = reply(r, MHD_HTTP_OK, body);
+	free(body);
+	return rc;
+}
+
+/* Count the request and decide, before any state changes, whether to fail it. */
+static int
+inject_fault(struct vendor *v, int is_order)
+{
+	int fail;
+
+	pthread_mutex_lock(&v->lock);
+	if (is_order)
+		v->st.order_requests++;
+	else
+		v->st.stock_requests++;
+	v->seen++;
+	fail = v->seen <= v->fault.fail_first ||
+	    (v->fault.fail_rate > 0 && next_unit(&v->rng) < v->fault.fail_rate);
+	if (fail)
+		v->st.injected_failures++;
+	pthread_mutex_unlock(&v->lock);
+	return fail;
+}
+
+static enum MHD_Result
+method_not_allowed(struct req *r, const char *allow)
+{
+	return reply_with_header(r, MHD_HTTP_METHOD_NOT_ALLOWED,
+	    "{\"error\":\"method_not_allowed\"}", MHD_HTTP_HEADER_ALLOW, allow);
+}
+
+static enum MHD_Result
+handle_vendor(struct req *r, const char *rest)
+{
+	const char *slash = strchr(rest, '/');
+	int is_order;
+
+	if (slash == NULL || (strcmp(slash, "/stock") != 0 && strcmp(slash, "/orders") != 0))
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found");
+	if ((r->v = vendor_find(rest, slash - rest)) == NULL)
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_vendor");
+	is_order = strcmp(slash, "/orders") == 0;
+	if (is_order && strcmp(r->method, MHD_HTTP_METHOD_POST) != 0)
+		return method_not_allowed(r, "POST");
+	if (!is_order && strcmp(r->method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(r->method, MHD_HTTP_METHOD_HEAD) != 0)
+		return method_not_allowed(r, "GET, HEAD");
+	if (r->too_big)
+		return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+	if (r->v->fault.latency_ms > 0)
+		sleep_seconds(r->v->fault.latency_ms / 1000.0, &stopping);
+	if (inject_fault(r->v, is_order))
+		return reply_injected(r);
+	return is_order ? handle_order(r) : handle_stock(r);
+}
+
+static enum MHD_Result
+dispatch(struct req *r)
+{
+	if (strncmp(r->url, "/vendor/", 8) == 0)
+		return handle_vendor(r, r->url + 8);
+	if (strcmp(r->url, "/_stats") != 0)
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found");
+	if (strcmp(r->method, MHD_HTTP_METHOD_GET) != 0)
+		return method_not_allowed(r, "GET");
+	return handle_stats(r);
+}
+
+static int
+declared_too_big(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+	return cl != NULL && strtoull(cl, NULL, 10) > BODY_MAX;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+    const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)version;
+	if (r == NULL) {
+		if ((r = calloc(1, sizeof *r)) == NULL)
+			return MHD_NO;
+		*con_cls = r;
+		r->c = c;
+		r->method = method;
+		r->url = url;
+		/* Refuse before reading a body we would only throw away. */
+		if (declared_too_big(c))
+			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+		return MHD_YES;
+	}
+	r->c = c;
+	r->method = method;
+	r->url = url;
+	if (*upload_size > 0) {
+		if (!r->too_big && r->body.len + *upload_size <= BODY_MAX)
+			sb_add(&r->body, upload, *upload_size);
+		else
+			r->too_big = 1;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	return dispatch(r);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (r == NULL)
+		return;
+	free(r->body.s);
+	free(r);
+	*con_cls = NULL;
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	warnx_("libmicrohttpd: %s", buf);
+}
+
+/* ADDR:PORT, where ADDR is a name, an IPv4 address or a bracketed IPv6 address. */
+static void
+parse_listen(const char *arg, struct sockaddr_storage *ss, socklen_t *sslen)
+{
+	const char *colon = strrchr(arg, ':');
+	struct addrinfo hints = { 0 }, *ai;
+	char host[256];
+	size_t hlen;
+	long port;
+	int rc;
+
+	if (colon == NULL || colon == arg)
+		die(EX_USAGE, "option --listen: \"%s\" is not ADDR:PORT", arg);
+	port = option_long("--listen", colon + 1, 0, 65535);
+	hlen = colon - arg;
+	if (arg[0] == '[' && hlen >= 2 && arg[hlen - 1] == ']')
+		arg++, hlen -= 2;
+	if (hlen >= sizeof host)
+		die(EX_USAGE, "option --listen: address is too long");
+	memcpy(host, arg, hlen);
+	host[hlen] = '\0';
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, NULL, &hints, &ai)) != 0)
+		die(EX_USAGE, "option --listen: cannot resolve \"%s\": %s", host,
+		    gai_strerror(rc));
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*sslen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+static struct MHD_Daemon *
+start(struct sockaddr_storage *ss)
+{
+	/* A thread per connection: --latency sleeps in the handler without blocking others. */
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+	    MHD_USE_POLL | MHD_USE_ERROR_LOG;
+
+	if (ss->ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT,
+	    MHD_OPTION_END);
+}
+
+static void
+announce(struct MHD_Daemon *d, const struct sockaddr_storage *ss, socklen_t sslen)
+{
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	char host[NI_MAXHOST];
+	int v6 = ss->ss_family == AF_INET6;
+
+	if (info == NULL || getnameinfo((const struct sockaddr *)ss, sslen, host, sizeof host,
+	    NULL, 0, NI_NUMERICHOST) != 0)
+		die(EX_SOFTWARE, "cannot tell which address is being listened on");
+	if (printf("{\"listening\":\"%s%s%s:%u\"}\n", v6 ? "[" : "", host, v6 ? "]" : "",
+	    (unsigned)info->port) < 0 || fflush(stdout) == EOF)
+		die(EX_IOERR, "writing the listening line failed: %s", strerror(errno));
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'L' },
+		{ "vendor", required_argument, NULL, 'v' },
+		{ "generate", required_argument, NULL, 'g' },
+		{ "fail-rate", required_argument, NULL, 'r' },
+		{ "fail-first", required_argument, NULL, 'f' },
+		{ "latency", required_argument, NULL, 'l' },
+		{ "fail-status", required_argument, NULL, 's' },
+		{ "retry-after", required_argument, NULL, 'a' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "log", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *listen = DEFAULT_LISTEN, *logpath = NULL;
+	struct { size_t vendor; const char *path; } *catalogues;
+	struct fault_opt *faults = NULL;
+	size_t n_catalogues = 0, n_faults = 0;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	struct MHD_Daemon *d;
+	sigset_t sigs;
+	int ch, sig;
+
+	log_init(argv[0]);
+	if ((catalogues = calloc(argc, sizeof *catalogues)) == NULL)
+		die(EX_OSERR, "out of memory");
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'L': listen = optarg; break;
+		case 'v':
+			catalogues[n_catalogues].vendor = catalogue_add(optarg);
+			catalogues[n_catalogues++].path = strchr(optarg, '=') + 1;
+			break;
+		case 'g': generate(optarg); break;
+		case 'r': fault_opt_add(&faults, &n_faults, ch, "--fail-rate", optarg); break;
+		case 'f': fault_opt_add(&faults, &n_faults, ch, "--fail-first", optarg); break;
+		case 'l': fault_opt_add(&faults, &n_faults, ch, "--latency", optarg); break;
+		case 's': fail_status = option_long("--fail-status", optarg, 400, 599); break;
+		case 'a': retry_after = option_long("--retry-after", optarg, 0, 86400); break;
+		case 'S': seed = option_long("--seed", optarg, 0, LONG_MAX); break;
+		case 'o': logpath = optarg; break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, EX_USAGE);
+	parse_listen(listen, &ss, &sslen);
+	if (n_vendors == 0) {
+		warnx_("no vendor: give --vendor NAME=FILE or --generate NAME:COUNT");
+		usage(stderr, EX_USAGE);
+	}
+	faults_apply(faults, n_faults);
+	free(faults);
+	/* Catalogue errors (65, 66) come after every usage error (64). */
+	for (size_t i = 0; i < n_catalogues; i++)
+		load_catalogue(&vendors[catalogues[i].vendor], catalogues[i].path);
+	free(catalogues);
+	for (size_t i = 0; i < n_vendors; i++) {
+		if (vendors[i].head == NULL)
+			generate_fill(&vendors[i]);
+		vendors[i].rng = seed ^ hash_str(vendors[i].name);
+	}
+	if (logpath != NULL && (logfp = fopen(logpath, "a")) == NULL)
+		die(EX_CANTCREAT, "option --log: cannot open %s: %s", logpath, strerror(errno));
+
+	/* Signals are taken by sigwait below, never by a handler in some server thread. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if ((d = start(&ss)) == NULL)
+		die(EX_UNAVAILABLE, "cannot listen on %s", listen);
+	announce(d, &ss, sslen);
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	stopping = 1;
+	MHD_stop_daemon(d);
+	for (size_t i = 0; i < n_vendors; i++)
+		vendor_free(&vendors[i]);
+	free(vendors);
+	if (logfp != NULL && fclose(logfp) == EOF)
+		warnx_("--log: closing %s failed: %s", logpath, strerror(errno));
+	return 0;
+}
