@@ -20,6 +20,7 @@ get() { curl -s -o body -w '%{http_code}' "$VENDOR_BASE_URL$1"; }
 vstat() { curl -s "$VENDOR_BASE_URL/_stats" | jq -r ".vendors.$1.$2"; }
 
 start_vendor_mock --vendor acme="$TRASH/cat.json" --generate globex:25 --seed 7 --log "$TRASH/requests.log" || exit 1
+MOCK_PIDS=$VENDOR_MOCK_PID
 
 test_expect_success 'the listening line names the address and the port actually bound' '
 	case $VENDOR_BASE_URL in http://127.0.0.1:0) false ;; http://127.0.0.1:[0-9]*) true ;; *) false ;; esac
@@ -79,6 +80,23 @@ test_expect_success 'an order for more than the stock is 409 insufficient_stock,
 	expect_eq 201 "$(post acme "{\"order_id\":3,\"sku\":\"SKU-3\",\"quantity\":3}")" "exact stock" &&
 	expect_eq 409 "$(post acme "{\"order_id\":4,\"sku\":\"SKU-3\",\"quantity\":1}")" "stock now 0" &&
 	expect_eq 409 "$(post acme "{\"order_id\":2,\"sku\":\"SKU-3\",\"quantity\":1}")" "repeated refusal"
+'
+
+test_expect_success 'concurrent orders and repeats never sell a unit twice or oversell' '
+	for i in $(seq 1 30); do
+		echo "{\"order_id\":\"c-$i\",\"sku\":\"SKU-000005\",\"quantity\":50}"
+		echo "{\"order_id\":\"c-$i\",\"sku\":\"SKU-000005\",\"quantity\":50}"
+	done >orders &&
+	get /vendor/globex/stock >/dev/null && have=$(jq ".[4].quantity" body) &&
+	xargs -P 16 -I{} -d "\n" curl -s -o /dev/null -w "%{http_code}\n" -X POST -d {} \
+		"$VENDOR_BASE_URL/vendor/globex/orders" <orders >codes &&
+	expect_eq 60 "$(lines codes)" answers &&
+	accepted=$(grep -c "^201" codes) && refused=$(grep -c "^409" codes) &&
+	expect_eq $((have / 50 * 2)) "$accepted" "201 answers (each order twice)" &&
+	expect_eq 60 $((accepted + refused)) "201 + 409 answers" &&
+	get /vendor/globex/stock >/dev/null &&
+	expect_eq $((have % 50)) "$(jq ".[4].quantity" body)" "quantity left" &&
+	expect_eq 30 "$(curl -s "$VENDOR_BASE_URL/_stats" | jq .vendors.globex.duplicate_orders)" duplicates
 '
 
 test_expect_success 'an unknown SKU is 409 unknown_sku' '
@@ -143,6 +161,7 @@ start_other() {
 	local saved=$VENDOR_BASE_URL savedpid=$VENDOR_MOCK_PID
 	start_vendor_mock "$@" || return 1
 	OTHER_URL=$VENDOR_BASE_URL OTHER_PID=$VENDOR_MOCK_PID
+	MOCK_PIDS="$MOCK_PIDS $OTHER_PID"
 	VENDOR_BASE_URL=$saved VENDOR_MOCK_PID=$savedpid
 }
 
@@ -206,6 +225,17 @@ test_expect_code 65 'a catalogue that is not JSON exits 65' '
 
 test_expect_code 66 'a missing catalogue file exits 66' '
 	vendor-mock --listen 127.0.0.1:0 --vendor x=/nonexistent/cat.json
+'
+
+# Stopped here rather than in a test body, which runs in a subshell and cannot wait for them.
+statuses=
+for pid in $MOCK_PIDS; do
+	kill -TERM "$pid" && wait "$pid"
+	statuses="$statuses $?"
+done
+test_expect_success 'every mock above exits 0 on SIGTERM and wrote nothing on stderr' '
+	expect_eq "$(echo "$MOCK_PIDS" | sed "s/[0-9][0-9]*/0/g")" "${statuses# }" statuses &&
+	for f in "$TRASH"/vendor-mock.*.err; do test ! -s "$f" || { cat "$f" >&2; exit 1; }; done
 '
 
 # bad_flag FLAG...: exit 64, nothing on stdout, stderr names the flag.
