@@ -1,0 +1,627 @@
+/* fulfil: ask each pending order's vendor to fulfil it, record the outcome, and answer one line per order. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "lib/config.h"
+#include "lib/db.h"
+#include "lib/http.h"
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/retry.h"
+
+/*
+ * Lines already waiting on stdin are taken as one batch: their orders are
+ * looked up in one query, the pending ones' vendors are called in parallel
+ * over one curl multi handle (whose connection cache keeps connections
+ * alive between batches), and every outcome is committed in one
+ * transaction. Each change is guarded by status = 'pending', so a duplicate
+ * delivery, here or in another fulfil, changes nothing twice; a guarded
+ * change that finds the order settled answers its current status instead.
+ * Answers are written in input order only after the commit.
+ */
+
+#define BATCH_MAX 64
+#define REDO_MAX 5		/* times a batch is redone after a deadlock or a lost connection */
+#define ORDER_ID_MAX 9007199254740991LL
+
+enum verdict { V_NONE, V_SUCCESS, V_FAILED, V_RETRY };
+
+struct job {
+	long lineno;
+	long long id;
+	const char *bad;	/* why the line is not an order message (static), or NULL */
+	/* the order, as the database has it */
+	int found;
+	char status[16];
+	char *sku, *vendor, *reason;
+	long long quantity;
+	long attempts;
+	/* the vendor's answer */
+	CURL *h;
+	struct http_resp resp;
+	enum http_outcome outcome;
+	long http_status;
+	char why[CURL_ERROR_SIZE + 32];
+	/* what is committed and answered */
+	enum verdict verdict;
+	char *answer_reason, *answer_error;
+	long answer_attempts;
+};
+
+static struct {
+	const char *base;
+	long max_attempts;
+	struct http_limits lim;
+	PGconn *db;
+	CURLM *multi;
+	CURL *pool[BATCH_MAX];
+	long answered;
+	int bad_lines;
+	char sqlstate[6];
+} st = {
+	.max_attempts = 5,
+	.lim = { .timeout = 10, .connect_timeout = 5, .max_bytes = 1 << 20 },
+};
+
+static const char *const LOOKUP =
+	"SELECT id, status, sku, vendor, quantity, attempts, reason FROM orders"
+	" WHERE id = ANY($1::bigint[])";
+
+static const char *const MARK_SUCCESS =
+	"UPDATE orders SET status = 'success', reason = NULL, fulfilled_at = now(),"
+	" updated_at = now(), attempts = attempts + 1"
+	" WHERE id = $1 AND status = 'pending' RETURNING attempts";
+
+/* The release happens only if this statement is what failed the order. */
+static const char *const MARK_FAILED =
+	"WITH o AS (UPDATE orders SET status = 'failed', reason = $2, updated_at = now(),"
+	"   attempts = attempts + 1"
+	"   WHERE id = $1 AND status = 'pending' RETURNING sku, vendor, quantity, attempts),"
+	" r AS (UPDATE vendor_stock v SET reserved = v.reserved - o.quantity"
+	"   FROM o WHERE v.sku = o.sku AND v.vendor = o.vendor RETURNING 1)"
+	" SELECT attempts FROM o";
+
+static const char *const MARK_RETRY =
+	"UPDATE orders SET attempts = attempts + 1, reason = $2, updated_at = now()"
+	" WHERE id = $1 AND status = 'pending' RETURNING attempts";
+
+static const char *const CURRENT =
+	"SELECT status, reason FROM orders WHERE id = $1";
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [--max-attempts N] [--timeout S] [--base URL]\n", progname);
+	exit(code);
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s ? s : "");
+
+	if (p == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	return p;
+}
+
+/* --- the database ------------------------------------------------------------- */
+
+/* PQexecParams that keeps the SQLSTATE, so a deadlock can be told from a bug. */
+static PGresult *
+run(const char *what, const char *sql, int n, const char *const *params)
+{
+	PGresult *r = PQexecParams(st.db, sql, n, NULL, params, NULL, NULL, 0);
+	const char *code;
+
+	if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+		return r;
+	code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	snprintf(st.sqlstate, sizeof st.sqlstate, "%s", code ? code : "");
+	warnx_("database: %s: %s", what, db_error(st.db));
+	PQclear(r);
+	return NULL;
+}
+
+static int
+command(const char *what, const char *sql)
+{
+	PGresult *r = run(what, sql, 0, NULL);
+
+	PQclear(r);
+	return r ? 0 : -1;
+}
+
+static void
+job_forget(struct job *j)
+{
+	free(j->sku);
+	free(j->vendor);
+	free(j->reason);
+	free(j->answer_reason);
+	free(j->answer_error);
+	j->sku = j->vendor = j->reason = j->answer_reason = j->answer_error = NULL;
+	j->found = 0;
+	j->verdict = V_NONE;
+}
+
+static struct job *
+job_by_id(struct job *jobs, size_t n, long long id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].bad == NULL && jobs[i].id == id)
+			return &jobs[i];
+	return NULL;
+}
+
+static int
+any_order(const struct job *jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].bad == NULL)
+			return 1;
+	return 0;
+}
+
+/* One query for every order of the batch. */
+static int
+lookup(struct job *jobs, size_t n)
+{
+	char *ids = malloc(n * 24 + 3), *p = ids;
+	const char *params[1];
+	PGresult *r;
+
+	if (ids == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	if (any_order(jobs, n) == 0) {
+		free(ids);
+		return 0;
+	}
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].bad == NULL)
+			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
+	strcpy(p, "}");
+	params[0] = ids;
+	r = run("looking up the orders", LOOKUP, 1, params);
+	free(ids);
+	if (r == NULL)
+		return -1;
+	for (int row = 0; row < PQntuples(r); row++) {
+		struct job *j = job_by_id(jobs, n, strtoll(PQgetvalue(r, row, 0), NULL, 10));
+
+		j->found = 1;
+		snprintf(j->status, sizeof j->status, "%s", PQgetvalue(r, row, 1));
+		j->sku = xstrdup(PQgetvalue(r, row, 2));
+		j->vendor = xstrdup(PQgetvalue(r, row, 3));
+		j->quantity = strtoll(PQgetvalue(r, row, 4), NULL, 10);
+		j->attempts = strtol(PQgetvalue(r, row, 5), NULL, 10);
+		j->reason = PQgetisnull(r, row, 6) ? NULL : xstrdup(PQgetvalue(r, row, 6));
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* --- the vendors ---------------------------------------------------------------- */
+
+static int
+wants_call(const struct job *j)
+{
+	return j->bad == NULL && j->found && strcmp(j->status, "pending") == 0;
+}
+
+static void
+call_start(struct job *j, CURL *h)
+{
+	char body[512 + 64], *url = http_vendor_url(st.base, j->vendor, "orders");
+	cJSON *o = cJSON_CreateObject();
+	CURLMcode mc;
+
+	if (url == NULL || o == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	cJSON_AddNumberToObject(o, "order_id", (double)j->id);
+	cJSON_AddStringToObject(o, "sku", j->sku);
+	cJSON_AddNumberToObject(o, "quantity", (double)j->quantity);
+	j->h = h;
+	http_resp_init(&j->resp, st.lim.max_bytes);
+	if (!cJSON_PrintPreallocated(o, body, sizeof body, 0))
+		die(EX_SOFTWARE, "order %lld: cannot format the vendor request", j->id);
+	if (http_prepare(h, url, &st.lim, &j->resp) < 0 || http_post_json(h, &j->resp, body) < 0)
+		die(EX_SOFTWARE, "order %lld: %s", j->id, j->resp.err);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, j);
+	if ((mc = curl_multi_add_handle(st.multi, h)) != CURLM_OK)
+		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+	debugx("order %lld: POST %s", j->id, url);
+	cJSON_Delete(o);
+	free(url);
+}
+
+static void
+call_done(CURLMsg *msg)
+{
+	struct job *j;
+
+	curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+	curl_multi_remove_handle(st.multi, j->h);
+	j->outcome = http_result(j->h, msg->data.result, &j->resp, &j->http_status, j->why,
+	    sizeof j->why);
+	debugx("order %lld: %s", j->id, j->outcome == HTTP_OK ? "accepted" : j->why);
+}
+
+/* Every pending order's vendor, all at once; each job gets its outcome. */
+static void
+call_vendors(struct job *jobs, size_t n)
+{
+	int running = 0, left;
+	size_t k = 0;
+	CURLMsg *msg;
+	CURLMcode mc;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!wants_call(&jobs[i]))
+			continue;
+		if (st.pool[k] == NULL && (st.pool[k] = curl_easy_init()) == NULL)
+			die(EX_SOFTWARE, "libcurl: cannot create a handle");
+		call_start(&jobs[i], st.pool[k++]);
+		running++;
+	}
+	while (running > 0) {
+		if ((mc = curl_multi_perform(st.multi, &running)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+		while ((msg = curl_multi_info_read(st.multi, &left)) != NULL)
+			if (msg->msg == CURLMSG_DONE)
+				call_done(msg);
+		if (running > 0 && (mc = curl_multi_poll(st.multi, NULL, 0, 1000, NULL)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+	}
+}
+
+/* The vendor's own word for a refusal ({"error":"insufficient_stock"}), if it gave one. */
+static char *
+refusal_reason(const struct job *j)
+{
+	cJSON *b = cJSON_ParseWithLength(j->resp.body ? j->resp.body : "", j->resp.len);
+	const char *e = json_string(b, "error");
+	char buf[64];
+	char *r;
+
+	if (e == NULL || *e == '\0' || strlen(e) > 200) {
+		snprintf(buf, sizeof buf, "vendor_refused_%ld", j->http_status);
+		e = buf;
+	}
+	r = xstrdup(e);
+	cJSON_Delete(b);
+	return r;
+}
+
+/* What the vendor's answer means for the order. */
+static void
+judge(struct job *j)
+{
+	if (j->outcome == HTTP_OK) {
+		j->verdict = V_SUCCESS;
+		return;
+	}
+	/* A 4xx is the vendor's considered refusal; anything else may pass. */
+	if (j->http_status >= 400 && j->http_status < 500 && j->outcome == HTTP_PERMANENT) {
+		j->verdict = V_FAILED;
+		j->answer_reason = refusal_reason(j);
+		j->answer_error = xstrdup(j->why);
+		return;
+	}
+	j->answer_error = xstrdup(j->why);
+	if (j->attempts + 1 >= st.max_attempts) {
+		j->verdict = V_FAILED;
+		j->answer_reason = xstrdup("vendor_unavailable");
+	} else {
+		j->verdict = V_RETRY;
+		j->answer_reason = xstrdup(j->why);
+	}
+}
+
+/* --- committing ----------------------------------------------------------------- */
+
+/* The guarded change found the order no longer pending: answer what it is now. */
+static int
+settled_elsewhere(struct job *j, const char *id)
+{
+	PGresult *r = run("reading the order's status", CURRENT, 1, (const char *[]){ id });
+
+	if (r == NULL)
+		return -1;
+	free(j->answer_reason);
+	free(j->answer_error);
+	j->answer_reason = j->answer_error = NULL;
+	j->verdict = V_NONE;
+	if (PQntuples(r) == 1) {
+		snprintf(j->status, sizeof j->status, "%s", PQgetvalue(r, 0, 0));
+		free(j->reason);
+		j->reason = PQgetisnull(r, 0, 1) ? NULL : xstrdup(PQgetvalue(r, 0, 1));
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int
+record(struct job *j)
+{
+	const char *sql[] = { NULL, MARK_SUCCESS, MARK_FAILED, MARK_RETRY };
+	char id[24];
+	const char *params[2] = { id, j->answer_reason };
+	PGresult *r;
+	int changed;
+
+	snprintf(id, sizeof id, "%lld", j->id);
+	r = run("recording the vendor's answer", sql[j->verdict], j->verdict == V_SUCCESS ? 1 : 2,
+	    params);
+	if (r == NULL)
+		return -1;
+	changed = PQntuples(r) == 1;
+	if (changed)
+		j->answer_attempts = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return changed ? 0 : settled_elsewhere(j, id);
+}
+
+static int
+commit_batch(struct job *jobs, size_t n)
+{
+	if (command("beginning the batch", "BEGIN") < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].verdict == V_NONE)
+			continue;
+		if (record(&jobs[i]) < 0)
+			return -1;
+	}
+	return command("committing the batch", "COMMIT");
+}
+
+/* Look up, call, commit. Returns -1 (nothing committed) on a database error. */
+static int
+try_batch(struct job *jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		job_forget(&jobs[i]);
+	if (lookup(jobs, n) < 0)
+		return -1;
+	call_vendors(jobs, n);
+	for (size_t i = 0; i < n; i++) {
+		if (!wants_call(&jobs[i]))
+			continue;
+		judge(&jobs[i]);
+		http_resp_free(&jobs[i].resp);
+	}
+	return commit_batch(jobs, n);
+}
+
+static const char *
+not_done(size_t n)
+{
+	static char buf[256];
+
+	snprintf(buf, sizeof buf, "%ld answer(s) written before were committed; the %zu order(s) "
+	    "of the lines not answered were not changed", st.answered, n);
+	return buf;
+}
+
+/* A lost connection or a deadlock costs a redo; any other error is a bug. */
+static void
+recover(size_t n, int redo)
+{
+	if (!db_connection_lost(st.db) && strncmp(st.sqlstate, "40", 2) != 0)
+		die(EX_SOFTWARE, "database: stopped on an unexpected error; %s", not_done(n));
+	if (redo >= REDO_MAX)
+		die(EX_UNAVAILABLE, "database: gave up after %d tries; %s", redo, not_done(n));
+	if (!db_connection_lost(st.db)) {
+		PQclear(PQexec(st.db, "ROLLBACK"));
+		sleep_seconds(0.05 * (redo + 1), NULL);
+		return;
+	}
+	PQfinish(st.db);
+	st.db = db_connect_or_die(not_done(n));
+	warnx_("database: reconnected; redoing the batch of %zu line(s)", n);
+}
+
+/* --- answers -------------------------------------------------------------------- */
+
+static cJSON *
+answer(const struct job *j)
+{
+	cJSON *a = cJSON_CreateObject();
+
+	if (a == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	if (j->bad != NULL) {
+		cJSON_AddStringToObject(a, "status", "failed");
+		cJSON_AddStringToObject(a, "reason", "invalid_message");
+		cJSON_AddStringToObject(a, "error", j->bad);
+		cJSON_AddNumberToObject(a, "line", (double)j->lineno);
+		return a;
+	}
+	cJSON_AddNumberToObject(a, "order_id", (double)j->id);
+	if (!j->found) {
+		cJSON_AddStringToObject(a, "status", "failed");
+		cJSON_AddStringToObject(a, "reason", "unknown_order");
+		return a;
+	}
+	if (j->verdict == V_NONE) {
+		cJSON_AddStringToObject(a, "status", j->status);
+		if (j->reason != NULL && strcmp(j->status, "failed") == 0)
+			cJSON_AddStringToObject(a, "reason", j->reason);
+		return a;
+	}
+	cJSON_AddStringToObject(a, "status", j->verdict == V_SUCCESS ? "success" :
+	    j->verdict == V_FAILED ? "failed" : "retry");
+	if (j->answer_reason != NULL)
+		cJSON_AddStringToObject(a, "reason", j->answer_reason);
+	if (j->answer_error != NULL && j->verdict == V_FAILED)
+		cJSON_AddStringToObject(a, "error", j->answer_error);
+	cJSON_AddNumberToObject(a, "attempts", (double)j->answer_attempts);
+	return a;
+}
+
+static void
+write_answers(struct job *jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		cJSON *a = answer(&jobs[i]);
+
+		if (jobs[i].bad == NULL && !jobs[i].found) {
+			warn_line(jobs[i].lineno, "order %lld does not exist", jobs[i].id);
+			st.bad_lines++;
+		}
+		if (jsonl_write(stdout, a) < 0)
+			out_flush("every answered order's change was committed");
+		cJSON_Delete(a);
+		st.answered++;
+	}
+	out_flush("every answered order's change was committed");
+}
+
+static void
+process(struct job *jobs, size_t n)
+{
+	for (int redo = 0;; redo++) {
+		if (try_batch(jobs, n) == 0)
+			break;
+		recover(n, redo + 1);
+	}
+	write_answers(jobs, n);
+	for (size_t i = 0; i < n; i++)
+		job_forget(&jobs[i]);
+}
+
+/* --- input ----------------------------------------------------------------------- */
+
+enum { GOT_NONE, GOT_JOB };
+
+/* The next line as a job; GOT_NONE at the end of input. */
+static int
+next_job(struct jsonl *rd, struct job *j)
+{
+	const char *why = NULL;
+	long long id;
+	cJSON *o;
+	int rc = jsonl_next(rd, &o, &why);
+
+	if (rc == JSONL_EOF)
+		return GOT_NONE;
+	memset(j, 0, sizeof *j);
+	j->lineno = rd->lineno;
+	if (rc == JSONL_BAD)
+		j->bad = why;
+	else if (json_int(o, "order_id", 1, ORDER_ID_MAX, &id) < 0)
+		j->bad = "\"order_id\" must be a positive integer";
+	else
+		j->id = id;
+	if (j->bad != NULL) {
+		warn_line(j->lineno, "%s", j->bad);
+		st.bad_lines++;
+	}
+	cJSON_Delete(o);
+	return GOT_JOB;
+}
+
+/*
+ * Batches hold only lines that were already waiting, so an answer is never
+ * held back for input that has not come. A second line for an order of the
+ * batch starts the next batch: it must see the first one's outcome.
+ */
+static void
+run_input(void)
+{
+	struct jsonl rd;
+	struct job jobs[BATCH_MAX], carry;
+	int have_carry = 0, eof = 0;
+
+	jsonl_open(&rd, stdin);
+	while (!eof) {
+		size_t n = 0;
+
+		if (have_carry) {
+			jobs[n++] = carry;
+			have_carry = 0;
+		} else if (next_job(&rd, &jobs[n]) == GOT_JOB)
+			n++;
+		else
+			break;
+		while (n < BATCH_MAX && jsonl_pending(&rd)) {
+			if (next_job(&rd, &carry) == GOT_NONE) {
+				eof = 1;
+				break;
+			}
+			if (carry.bad == NULL && job_by_id(jobs, n, carry.id) != NULL) {
+				have_carry = 1;
+				break;
+			}
+			jobs[n++] = carry;
+		}
+		process(jobs, n);
+	}
+	if (ferror(stdin))
+		die(EX_IOERR, "reading standard input failed; %s", not_done(0));
+	jsonl_close(&rd);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "max-attempts", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "base", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *why;
+	int ch;
+
+	log_init(argv[0]);
+	st.base = config_vendor_base();
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'n': st.max_attempts = option_long("--max-attempts", optarg, 1, 1000); break;
+		case 't': st.lim.timeout = option_seconds("--timeout", optarg, 3600); break;
+		case 'b': st.base = optarg; break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, EX_USAGE);
+	if (st.lim.timeout < 0.001)
+		die(EX_USAGE, "option --timeout: must be more than 0 seconds");
+	if (st.lim.connect_timeout > st.lim.timeout)
+		st.lim.connect_timeout = st.lim.timeout;
+	if (st.base == NULL) {
+		warnx_("no vendor URL: give --base or set VENDOR_BASE_URL");
+		usage(stderr, EX_USAGE);
+	}
+	if (http_url_check(st.base, &why) < 0) {
+		char *shown = config_redact_url(st.base);
+
+		warnx_("base URL \"%s\" %s", shown ? shown : "", why);
+		free(shown);
+		usage(stderr, EX_USAGE);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	http_global_init();
+	if ((st.multi = curl_multi_init()) == NULL)
+		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
+	st.db = db_connect_or_die("no order was read or changed");
+	run_input();
+	PQfinish(st.db);
+	for (size_t i = 0; i < BATCH_MAX; i++)
+		curl_easy_cleanup(st.pool[i]);
+	curl_multi_cleanup(st.multi);
+	http_global_cleanup();
+	return st.bad_lines ? EX_DATAERR : 0;
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# fulfil asks the vendor once per pending order, records the outcome exactly once, and answers in order.
+. "$(dirname "$0")/lib.sh"
+
+stat() { curl -s "$VENDOR_BASE_URL/_stats" | jq -r --arg v "$1" --arg f "$2" '.vendors[$v][$f]'; }
+# order ID SKU QUANTITY VENDOR: a pending order, its units held as order-place would hold them
+order() {
+	sql "INSERT INTO orders (id, sku, quantity, vendor) VALUES ($1, '$2', $3, '$4');
+	     INSERT INTO vendor_stock (vendor, sku, quantity, reserved) VALUES ('$4', '$2', 1000, $3)
+	     ON CONFLICT (sku, vendor) DO UPDATE SET reserved = vendor_stock.reserved + $3"
+}
+line() { sql "SELECT json_build_object('order_id', id, 'sku', sku, 'quantity', quantity,
+	'vendor', vendor, 'status', 'pending') FROM orders WHERE id = $1"; }
+reserved() { sql "SELECT reserved FROM vendor_stock WHERE vendor = '$1' AND sku = '$2'"; }
+row() { sql "SELECT status || ' ' || attempts || ' ' || coalesce(reason, '-') FROM orders WHERE id = $1"; }
+
+cat >"$TRASH/acme.json" <<'EOF'
+[{"sku":"A-1","quantity":100},{"sku":"A-2","quantity":1},{"sku":"A-3","quantity":1000}]
+EOF
+echo '[{"sku":"F-1","quantity":10},{"sku":"F-2","quantity":10}]' >"$TRASH/flaky.json"
+echo '[{"sku":"G-1","quantity":10}]' >"$TRASH/once.json"
+start_vendor_mock --vendor acme="$TRASH/acme.json" --vendor flaky="$TRASH/flaky.json" \
+	--vendor once="$TRASH/once.json" --fail-first flaky=1000000 --fail-first once=1 || exit 1
+
+test_expect_success 'an accepted order becomes success and keeps its reservation' '
+	order 101 A-1 2 acme && line 101 >in &&
+	fulfil <in >out 2>err &&
+	expect_eq "{\"order_id\":101,\"status\":\"success\",\"attempts\":1}" "$(cat out)" &&
+	expect_eq "success 1 -" "$(row 101)" "order" &&
+	expect_eq t "$(sql "SELECT fulfilled_at IS NOT NULL FROM orders WHERE id = 101")" &&
+	expect_eq 2 "$(reserved acme A-1)" "reserved" &&
+	expect_eq 1 "$(stat acme orders_accepted)" "accepted by the vendor"
+'
+
+test_expect_success 'a refused order (409) fails and its reservation is released' '
+	order 102 A-2 3 acme && line 102 >in &&
+	fulfil <in >out 2>err &&
+	expect_eq "failed insufficient_stock" "$(jq -r "\"\(.status) \(.reason)\"" out)" &&
+	expect_eq "failed 1 insufficient_stock" "$(row 102)" "order" &&
+	expect_eq 0 "$(reserved acme A-2)" "reserved"
+'
+
+test_expect_success 'a vendor failing transiently gets retry answers, then the order fails and is released' '
+	order 103 F-1 4 flaky && line 103 >in && cat in in in >in3 &&
+	fulfil --max-attempts 3 <in3 >out 2>err &&
+	expect_eq "retry retry failed" "$(jq -r .status out | xargs)" "answers" &&
+	expect_eq "1 2 3" "$(jq -r .attempts out | xargs)" "attempts" &&
+	expect_eq vendor_unavailable "$(tail -n 1 out | jq -r .reason)" &&
+	expect_eq "failed 3 vendor_unavailable" "$(row 103)" "order" &&
+	expect_eq 0 "$(reserved flaky F-1)" "reserved" &&
+	expect_eq 3 "$(stat flaky order_requests)" "requests to the vendor"
+'
+
+test_expect_success 'a retried order succeeds on its next delivery' '
+	order 104 G-1 1 once && line 104 >in &&
+	fulfil <in >out1 2>err && fulfil <in >out2 2>>err &&
+	expect_eq retry "$(jq -r .status out1)" &&
+	expect_eq success "$(jq -r .status out2)" &&
+	expect_eq "success 2 -" "$(row 104)" "order" &&
+	expect_eq 1 "$(reserved once G-1)" "reserved"
+'
+
+test_expect_success 'a duplicate line is answered with the current status; the vendor sees one order' '
+	order 105 A-3 5 acme && line 105 >in && cat in in >in2 &&
+	before=$(stat acme order_requests) &&
+	fulfil <in2 >out 2>err &&
+	expect_eq "success success" "$(jq -r .status out | xargs)" "answers" &&
+	expect_eq "{\"order_id\":105,\"status\":\"success\"}" "$(sed -n 2p out)" &&
+	expect_eq $((before + 1)) "$(stat acme order_requests)" "requests to the vendor" &&
+	expect_eq "success 1 -" "$(row 105)" "order" &&
+	expect_eq 5 "$(reserved acme A-3)" "reserved"
+'
+
+test_expect_success 'an order that is not pending is answered with its status and left alone' '
+	order 106 A-1 1 acme &&
+	sql "UPDATE orders SET status = '"'failed'"', reason = '"'earlier'"',
+		updated_at = '"'2020-01-01'"' WHERE id = 106" &&
+	before=$(stat acme order_requests) && line 106 >in &&
+	fulfil <in >out 2>err &&
+	expect_eq "{\"order_id\":106,\"status\":\"failed\",\"reason\":\"earlier\"}" "$(cat out)" &&
+	expect_eq "$before" "$(stat acme order_requests)" "requests to the vendor" &&
+	expect_eq "2020-01-01" "$(sql "SELECT updated_at::date FROM orders WHERE id = 106")" &&
+	expect_eq 3 "$(reserved acme A-1)" "reserved"
+'
+
+test_expect_code 65 'bad lines are answered and reported; the lines around them are still fulfilled' '
+	order 107 A-3 1 acme && order 108 A-3 1 acme &&
+	{ line 107; echo "not json"; echo "{\"sku\":\"A-3\"}"; line 108; } >in &&
+	fulfil <in >out 2>err; rc=$?
+	expect_eq "107:success null:failed null:failed 108:success" \
+		"$(jq -r "\"\(.order_id):\(.status)\"" out | xargs)" "answers" &&
+	expect_eq "invalid_message 2" "$(sed -n 2p out | jq -r "\"\(.reason) \(.line)\"")" &&
+	expect_grep "^fulfil: line 2: not valid JSON" err &&
+	expect_grep "^fulfil: line 3: \"order_id\" must be a positive integer" err &&
+	exit $rc
+'
+
+test_expect_code 65 'an unknown order is answered failed/unknown_order' '
+	echo "{\"order_id\":999999}" >in &&
+	fulfil <in >out 2>err; rc=$?
+	expect_eq "{\"order_id\":999999,\"status\":\"failed\",\"reason\":\"unknown_order\"}" "$(cat out)" &&
+	expect_grep "^fulfil: line 1: order 999999 does not exist" err &&
+	exit $rc
+'
+
+test_expect_success 'a batch of orders is fulfilled and answered in input order' '
+	for i in $(seq 200 259); do order $i A-3 1 acme || exit 1; done &&
+	for i in $(seq 200 259); do line $i; done >in &&
+	fulfil <in >out 2>err &&
+	expect_eq "$(seq 200 259 | xargs)" "$(jq -r .order_id out | xargs)" "order of answers" &&
+	expect_eq 60 "$(grep -c "\"status\":\"success\"" out)" "successes" &&
+	expect_eq 60 "$(sql "SELECT count(*) FROM orders WHERE id BETWEEN 200 AND 259
+		AND status = '"'success'"' AND attempts = 1")" "rows"
+'
+
+test_expect_success 'an unreachable vendor is a transient failure' '
+	order 109 A-1 1 acme && line 109 >in &&
+	fulfil --base http://127.0.0.1:1 <in >out 2>err &&
+	expect_eq retry "$(jq -r .status out)" &&
+	expect_eq "pending 1" "$(row 109 | cut -d" " -f1-2)" "order"
+'
+
+test_expect_code 69 'an unreachable database exits 69 and answers nothing' '
+	order 110 A-1 1 acme && line 110 >in &&
+	DATABASE_URL=postgresql://u:secret@127.0.0.1:1/x OA_DB_PATIENCE=0 fulfil <in >out 2>err; rc=$?
+	test ! -s out && expect_grep "database" err && ! grep -q secret err &&
+	expect_eq pending "$(sql "SELECT status FROM orders WHERE id = 110")" && exit $rc
+'
+
+test_expect_success 'a lost database connection is re-established and the next order still fulfilled' '
+	order 112 A-1 1 acme && order 113 A-1 1 acme &&
+	mkfifo fifo && { fulfil <fifo >out 2>err & } && pid=$! && exec 3>fifo &&
+	line 112 >&3 &&
+	for i in $(seq 100); do [ -s out ] && break; sleep 0.05; done &&
+	sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = '"'fulfil'"' AND datname = current_database()" >/dev/null &&
+	line 113 >&3 && exec 3>&- && wait $pid &&
+	expect_eq "112:success 113:success" "$(jq -r "\"\(.order_id):\(.status)\"" out | xargs)" &&
+	expect_grep "reconnected" err &&
+	expect_eq "success success" "$(sql "SELECT status FROM orders WHERE id IN (112, 113)" | xargs)"
+'
+
+test_expect_code 74 'a write error exits 74' '
+	order 111 A-1 1 acme && line 111 >in &&
+	fulfil <in >/dev/full 2>err; rc=$?
+	expect_grep "committed" err && exit $rc
+'
+
+for args in '--bogus' '--max-attempts 0' '--max-attempts x' '--timeout 0' '--base ftp://x' 'extra'; do
+	test_expect_code 64 "fulfil $args is a usage error" "
+		fulfil $args </dev/null >out 2>err; rc=\$?
+		test ! -s out && test -s err && exit \$rc
+	"
+done
+
+test_expect_code 64 'fulfil without a vendor URL is a usage error' '
+	env -u VENDOR_BASE_URL fulfil </dev/null >out 2>err
+'
+
+test_done
