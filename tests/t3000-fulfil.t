@@ -115,7 +115,8 @@ test_expect_success 'a batch of orders is fulfilled and answered in input order'
 
 test_expect_success 'an unreachable vendor is a transient failure' '
 	order 109 A-1 1 acme && line 109 >in &&
-	fulfil --base http://127.0.0.1:1 <in >out 2>err &&
+	port=$(python3 -c "import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])") &&
+	fulfil --base "http://127.0.0.1:$port" <in >out 2>err &&
 	expect_eq retry "$(jq -r .status out)" &&
 	expect_eq "pending 1" "$(row 109 | cut -d" " -f1-2)" "order"
 '
