@@ -41,6 +41,7 @@ struct vendor {
 	enum state state;
 	int attempts;
 	double retry_at;	/* monotonic time of the next attempt */
+	double deadline;	/* monotonic time the running attempt times out */
 	struct timespec started;	/* wall clock when the current attempt began */
 	char why[CURL_ERROR_SIZE + 64];
 };
@@ -410,10 +411,15 @@ start(CURLM *m, struct vendor *v)
 {
 	CURLMcode mc;
 
-	if (http_prepare(v->h, v->url, &opt.lim, &v->resp) < 0)
+	struct http_limits lim = opt.lim;
+
+	/* The attempt's time limit is kept here, where time spent writing is known. */
+	lim.timeout = 0;
+	if (http_prepare(v->h, v->url, &lim, &v->resp) < 0)
 		die(EX_SOFTWARE, "%s: %s", v->name, v->resp.err);
 	v->attempts++;
 	v->state = RUNNING;
+	v->deadline = now_seconds() + opt.lim.timeout;
 	clock_gettime(CLOCK_REALTIME, &v->started);
 	if ((mc = curl_multi_add_handle(m, v->h)) != CURLM_OK)
 		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
@@ -463,16 +469,47 @@ start_due(CURLM *m, struct vendor *vs, size_t n)
 			start(m, &vs[i]);
 }
 
-/* Milliseconds until the next retry is due, at most a second. */
+/* Milliseconds until the next retry or time-out is due, at most a second. */
 static long
 next_due_ms(const struct vendor *vs, size_t n)
 {
 	double now = now_seconds(), next = now + 1.0;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (vs[i].state == WAITING && vs[i].retry_at < next)
 			next = vs[i].retry_at;
+		if (vs[i].state == RUNNING && vs[i].deadline < next)
+			next = vs[i].deadline;
+	}
 	return next > now ? (long)ceil((next - now) * 1000) : 0;
+}
+
+static void
+expire(CURLM *m, struct vendor *vs, size_t n, size_t *open)
+{
+	double now = now_seconds();
+
+	for (size_t i = 0; i < n; i++) {
+		if (vs[i].state != RUNNING || vs[i].deadline > now)
+			continue;
+		snprintf(vs[i].resp.err, sizeof vs[i].resp.err, "timed out after %g s",
+		    opt.lim.timeout);
+		finished(m, &vs[i], CURLE_OPERATION_TIMEDOUT);
+		if (vs[i].state == FAILED)
+			(*open)--;
+	}
+}
+
+/*
+ * While a block is written (or filtered) the transfers still running are not
+ * read; that time is not theirs, so their deadlines move on by as much.
+ */
+static void
+stalled(struct vendor *vs, size_t n, double seconds)
+{
+	for (size_t i = 0; i < n; i++)
+		if (vs[i].state == RUNNING)
+			vs[i].deadline += seconds;
 }
 
 static void
@@ -486,6 +523,7 @@ fetch_all(struct vendor *vs, size_t n)
 	while (open > 0) {
 		long wait_ms, curl_ms = -1;
 		int running, left;
+		double t0;
 		CURLMsg *msg;
 		CURLMcode mc;
 
@@ -498,10 +536,13 @@ fetch_all(struct vendor *vs, size_t n)
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&v);
+			t0 = now_seconds();
 			finished(m, v, msg->data.result);
+			stalled(vs, n, now_seconds() - t0);
 			if (v->state == DONE || v->state == FAILED)
 				open--;
 		}
+		expire(m, vs, n, &open);
 		if (open == 0)
 			break;
 		wait_ms = next_due_ms(vs, n);
