@@ -50,8 +50,7 @@ static struct {
 	struct http_limits lim;
 	long retries;
 	const char *filter;
-	char *fmt;		/* reusable buffer for printing non-string values */
-	int fmt_len;
+	char fmt[64];		/* a number, true, false or null, as cJSON prints it */
 } opt = {
 	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = 1UL << 30 },
 	.retries = 3,
@@ -67,19 +66,67 @@ usage(FILE *fp, int code)
 
 /* --- writing ---------------------------------------------------------------- */
 
-/* A JSON string with the escapes cJSON itself writes. */
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
+static size_t
+utf8_len(const unsigned char *s)
+{
+	size_t n;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static int
+utf8_valid(const char *s)
+{
+	size_t n;
+
+	for (; *s != '\0'; s += n)
+		if ((n = utf8_len((const unsigned char *)s)) == 0)
+			return 0;
+	return 1;
+}
+
+/*
+ * A JSON string with the escapes cJSON itself writes. Bytes that are not
+ * UTF-8 become U+FFFD, so every line we write is valid UTF-8 (SPEC §1).
+ */
 static void
 put_string(const char *s)
 {
 	const char *run = s;
+	size_t n;
 
 	putchar_unlocked('"');
-	for (; *s != '\0'; s++) {
+	for (; *s != '\0'; s += n) {
 		unsigned char c = (unsigned char)*s;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
+		n = 1;
+		if (c >= 0x80 && (n = utf8_len((const unsigned char *)s)) > 0)
+			continue;
+		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80)
 			continue;
 		fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
+		n = 1;
 		run = s + 1;
 		switch (c) {
 		case '"': fputs_unlocked("\\\"", stdout); break;
@@ -89,7 +136,7 @@ put_string(const char *s)
 		case '\n': fputs_unlocked("\\n", stdout); break;
 		case '\r': fputs_unlocked("\\r", stdout); break;
 		case '\t': fputs_unlocked("\\t", stdout); break;
-		default: printf("\\u%04x", c); break;
+		default: printf("\\u%04x", c >= 0x80 ? 0xfffd : c); break;
 		}
 	}
 	fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
@@ -99,7 +146,7 @@ put_string(const char *s)
 static void
 put_value(const cJSON *v)
 {
-	char *s;
+	const cJSON *c;
 
 	if (cJSON_IsString(v)) {
 		put_string(v->valuestring);
@@ -111,14 +158,25 @@ put_value(const cJSON *v)
 		printf("%lld", (long long)v->valuedouble);
 		return;
 	}
-	if (cJSON_PrintPreallocated((cJSON *)v, opt.fmt, opt.fmt_len, 0)) {
-		fputs_unlocked(opt.fmt, stdout);
+	/* Containers are walked here so their strings get put_string's care too. */
+	if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+		putchar_unlocked(cJSON_IsArray(v) ? '[' : '{');
+		for (c = v->child; c != NULL; c = c->next) {
+			if (c != v->child)
+				putchar_unlocked(',');
+			if (cJSON_IsObject(v)) {
+				put_string(c->string ? c->string : "");
+				putchar_unlocked(':');
+			}
+			put_value(c);
+		}
+		putchar_unlocked(cJSON_IsArray(v) ? ']' : '}');
 		return;
 	}
-	if ((s = cJSON_PrintUnformatted(v)) == NULL)
-		die(EX_SOFTWARE, "out of memory formatting an item field");
-	fputs_unlocked(s, stdout);
-	free(s);
+	/* Other numbers, true, false, null: cJSON's own spelling. */
+	if (!cJSON_PrintPreallocated((cJSON *)v, opt.fmt, sizeof opt.fmt, 0))
+		die(EX_SOFTWARE, "cannot format a number");
+	fputs_unlocked(opt.fmt, stdout);
 }
 
 /* Fields we write ourselves; an item's own fields of these names are dropped. */
@@ -136,6 +194,8 @@ item_problem(const cJSON *it, const char **sku, long long *qty)
 		return "is not a JSON object";
 	if ((*sku = json_string(it, "sku")) == NULL || **sku == '\0')
 		return "\"sku\" must be a non-empty string";
+	if (!utf8_valid(*sku))
+		return "\"sku\" is not valid UTF-8";
 	if (json_int(it, "quantity", 0, MAX_QUANTITY, qty) < 0)
 		return "\"quantity\" must be an integer >= 0";
 	return NULL;
@@ -666,8 +726,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
 	n = (size_t)(argc - optind);
-	if ((vs = calloc(n, sizeof *vs)) == NULL ||
-	    (opt.fmt = malloc(opt.fmt_len = 64 * 1024)) == NULL)
+	if ((vs = calloc(n, sizeof *vs)) == NULL)
 		die(EX_SOFTWARE, "out of memory");
 	for (size_t i = 0; i < n; i++)
 		vendor_init(&vs[i], argv[optind + i], base);
@@ -678,7 +737,6 @@ main(int argc, char **argv)
 		vendor_free(&vs[i]);
 	}
 	free(vs);
-	free(opt.fmt);
 	http_global_cleanup();
 	out_flush("every vendor's block was written");
 	return failed ? EX_UNAVAILABLE : 0;

@@ -13,8 +13,12 @@ cat >"$TRASH/wh.json" <<'EOF'
  {"sku":"W-2","quantity":0,"warehouses":[]}]
 EOF
 
+# A vendor whose names are not all UTF-8.
+printf '[{"sku":"L-1","quantity":1,"name":"caf\303\251 \377"}]\n' >"$TRASH/latin.json"
+
 start_vendor_mock --generate acme:3 --generate globex:4 --generate down:2 \
-	--generate big:3000 --generate huge:3000 --generate slow:1 --vendor wh="$TRASH/wh.json" \
+	--generate big:3000 --generate huge:3000 --generate slow:1 \
+	--vendor wh="$TRASH/wh.json" --vendor latin="$TRASH/latin.json" \
 	--fail-first acme=2 --fail-first down=1000000 --latency slow=3000 \
 	--latency big=200 --log "$TRASH/m1.log" || exit 1
 M1=$VENDOR_BASE_URL
@@ -124,6 +128,12 @@ test_expect_success 'an invalid item is skipped, named, and makes the snapshot p
 	expect_eq "partial 4" "$(jq -r "select(.snapshot) | \"\(.snapshot) \(.items)\"" out)" \
 		"snapshot" &&
 	expect_eq 0 "$(grep -c "\"bad\"" out)" "bad item written"
+'
+
+test_expect_success 'bytes that are not UTF-8 are written as U+FFFD; the lines stay UTF-8' '
+	vendor-fetch --base "$M1" latin >out 2>err &&
+	iconv -f UTF-8 -t UTF-8 out >/dev/null &&
+	expect_eq "café \\ufffd" "$(head -n 1 out | sed "s/.*\"name\":\"\([^\"]*\)\".*/\1/")" "name"
 '
 
 test_expect_code 69 'a response over --max-bytes is abandoned and not retried' '
