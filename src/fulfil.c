@@ -290,7 +290,9 @@ refusal_reason(const struct job *j)
 	char buf[64];
 	char *r;
 
-	if (e == NULL || *e == '\0' || strlen(e) > 200) {
+	/* It is stored and echoed: take it only if it looks like a reason code. */
+	if (e == NULL || *e == '\0' || strlen(e) > 64 || e[strspn(e,
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")] != '\0') {
 		snprintf(buf, sizeof buf, "vendor_refused_%ld", j->http_status);
 		e = buf;
 	}
