@@ -1,0 +1,701 @@
+/* orders: place a batch of orders in one transaction: lock, allocate here, insert and reserve at once. */
+#include "orders.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "db.h"
+#include "log.h"
+#include "retry.h"
+
+/* Deadlocks with other writers (stock-apply, fulfil) are possible; each costs a retry. */
+#define MAX_ATTEMPTS 10
+
+/*
+ * A batch costs a fixed number of statements whatever its size: look up its
+ * keys, lock its SKUs' stock rows, then one statement inserts every order and
+ * reserves every unit. The allocation itself is computed here, between the
+ * lock and the insert, from the locked figures. Updating each stock row once
+ * per batch, rather than once per order, keeps a hot SKU's row from growing
+ * a version chain that every later order of the batch would have to walk.
+ */
+
+enum { RUN_OK, RUN_RETRY, RUN_FAILED, RUN_LOST };
+
+/* Orders already recorded under some of the batch's idempotency keys. */
+#define SQL_BY_KEY \
+	"SELECT idempotency_key, id, sku, quantity, vendor, status" \
+	" FROM orders WHERE idempotency_key = ANY($1::text[])"
+
+/*
+ * Lock every vendor row of the batch's SKUs, in (sku, vendor) order: every
+ * batch locks in this one order, so concurrent batches queue instead of
+ * deadlocking, and the figures read here cannot change until commit.
+ */
+#define SQL_LOCK \
+	"SELECT sku, vendor, quantity - reserved FROM vendor_stock" \
+	" WHERE sku = ANY($1::text[]) ORDER BY sku, vendor FOR UPDATE"
+
+/*
+ * Record the allocated orders and add their quantities to reserved, in one
+ * statement. An order whose key a concurrent transaction committed first is
+ * not inserted (ON CONFLICT waits for that transaction), and so reserves
+ * nothing. The UPDATE re-checks availability; the caller compares the rows it
+ * changed with the rows it had to change.
+ */
+#define SQL_INSERT \
+	"WITH req AS MATERIALIZED (" \
+	"  SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, r.*" \
+	"  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[])" \
+	"  WITH ORDINALITY AS r(sku, quantity, vendor, key, ord))," \
+	" ins AS (" \
+	"  INSERT INTO orders (id, sku, quantity, vendor, idempotency_key)" \
+	"  SELECT id, sku, quantity, vendor, key FROM req ORDER BY ord" \
+	"  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)," \
+	" held AS (" \
+	"  SELECT req.sku, req.vendor, sum(req.quantity) AS quantity" \
+	"  FROM req JOIN ins USING (id) GROUP BY req.sku, req.vendor)," \
+	" upd AS (" \
+	"  UPDATE vendor_stock s SET reserved = s.reserved + held.quantity FROM held" \
+	"  WHERE s.sku = held.sku AND s.vendor = held.vendor" \
+	"  AND s.quantity - s.reserved >= held.quantity RETURNING 1)" \
+	" SELECT req.id, ins.id IS NOT NULL," \
+	"  (SELECT count(*) FROM upd) = (SELECT count(*) FROM held)" \
+	" FROM req LEFT JOIN ins USING (id) ORDER BY req.ord"
+
+/* A growable string, for array literals. */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/* One locked vendor row: what it can still sell in this batch. */
+struct stock {
+	const char *sku, *vendor;	/* point into the lock query's result */
+	long long available;
+};
+
+/* The state of one attempt at a batch. */
+struct attempt {
+	PGconn *c;
+	const struct order_request *rq;
+	struct order_result *res;
+	size_t n;
+	size_t *same;		/* same[i] != i: request i repeats request same[i]'s key */
+	const char **vendor;	/* allocation of request i, NULL when none */
+	struct stock *stock;
+	size_t nstock;
+	PGresult *locked;
+	char state[6];
+	char msg[512];
+};
+
+static char *
+xstrdup(const char *s)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		die(EX_OSERR, "out of memory");
+	return d;
+}
+
+/* PostgreSQL rejects text that is not UTF-8 and would abort the whole batch. */
+static int
+utf8_valid(const unsigned char *s)
+{
+	while (*s != '\0') {
+		unsigned c = *s++;
+		int more;
+		unsigned cp;
+
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf) {
+			more = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			more = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			more = 3;
+			cp = c & 0x07;
+		} else
+			return 0;
+		for (int i = 0; i < more; i++, s++) {
+			if ((*s & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (*s & 0x3f);
+		}
+		if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+invalid(struct order_request *rq, const char *why)
+{
+	rq->invalid = why;
+	return -1;
+}
+
+int
+order_request_check(struct order_request *rq)
+{
+	if (rq->invalid != NULL)
+		return -1;
+	if (rq->sku == NULL || *rq->sku == '\0')
+		return invalid(rq, "\"sku\" must be a non-empty string");
+	if (strlen(rq->sku) > ORDER_MAX_SKU)
+		return invalid(rq, "\"sku\" is longer than 256 bytes");
+	if (!utf8_valid((const unsigned char *)rq->sku))
+		return invalid(rq, "\"sku\" is not valid UTF-8");
+	if (!rq->has_quantity || rq->quantity < 1 || rq->quantity > ORDER_MAX_QUANTITY)
+		return invalid(rq, "\"quantity\" must be a whole number from 1 to 1000000000");
+	if (rq->key == NULL)
+		return 0;
+	if (*rq->key == '\0')
+		return invalid(rq, "\"key\" must be a non-empty string");
+	if (strlen(rq->key) > ORDER_MAX_KEY)
+		return invalid(rq, "\"key\" is longer than 256 bytes");
+	if (!utf8_valid((const unsigned char *)rq->key))
+		return invalid(rq, "\"key\" is not valid UTF-8");
+	return 0;
+}
+
+int
+order_request_from_json(const cJSON *obj, struct order_request *rq)
+{
+	const cJSON *s = cJSON_GetObjectItemCaseSensitive(obj, "sku");
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(obj, "quantity");
+	const cJSON *k = cJSON_GetObjectItemCaseSensitive(obj, "key");
+
+	memset(rq, 0, sizeof *rq);
+	if (cJSON_IsString(s))
+		rq->sku = s->valuestring;
+	if (cJSON_IsNumber(q) && q->valuedouble == floor(q->valuedouble) &&
+	    fabs(q->valuedouble) <= 9e15) {
+		rq->quantity = (long long)q->valuedouble;
+		rq->has_quantity = 1;
+	}
+	if (cJSON_IsString(k))
+		rq->key = k->valuestring;
+	if (order_request_check(rq) < 0)
+		return -1;
+	/* null is the same as no key; anything else is a mistake worth hearing about. */
+	if (k != NULL && !cJSON_IsString(k) && !cJSON_IsNull(k))
+		return invalid(rq, "\"key\" must be a string");
+	return 0;
+}
+
+void
+order_result_clear(struct order_result *res)
+{
+	free(res->sku);
+	free(res->vendor);
+	free(res->status);
+	free(res->key);
+	memset(res, 0, sizeof *res);
+}
+
+static void
+reject(struct order_result *res, const struct order_request *rq, const char *error)
+{
+	/* Echo what was given, but never bytes that would make the answer bad JSON. */
+	order_result_clear(res);
+	if (rq->sku != NULL && utf8_valid((const unsigned char *)rq->sku))
+		res->sku = xstrdup(rq->sku);
+	res->quantity = rq->quantity;
+	res->has_quantity = rq->has_quantity;
+	res->status = xstrdup("rejected");
+	res->error = error;
+	if (rq->key != NULL && utf8_valid((const unsigned char *)rq->key))
+		res->key = xstrdup(rq->key);
+}
+
+cJSON *
+order_result_json(const struct order_result *res)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		die(EX_OSERR, "out of memory");
+	if (res->order_id > 0)
+		cJSON_AddNumberToObject(o, "order_id", (double)res->order_id);
+	if (res->sku != NULL)
+		cJSON_AddStringToObject(o, "sku", res->sku);
+	if (res->has_quantity)
+		cJSON_AddNumberToObject(o, "quantity", (double)res->quantity);
+	if (res->vendor != NULL)
+		cJSON_AddStringToObject(o, "vendor", res->vendor);
+	cJSON_AddStringToObject(o, "status", res->status != NULL ? res->status : "rejected");
+	if (res->error != NULL)
+		cJSON_AddStringToObject(o, "error", res->error);
+	if (res->key != NULL)
+		cJSON_AddStringToObject(o, "key", res->key);
+	return o;
+}
+
+int
+orders_prepare(PGconn *c)
+{
+	PGresult *r = PQexec(c, "SELECT 1 FROM orders, vendor_stock LIMIT 0");
+	int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+
+	if (!ok)
+		warnx_("database: checking the schema (is it migrated?): %s", db_error(c));
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
+static void
+sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if ((b->p = realloc(b->p, cap)) == NULL)
+			die(EX_OSERR, "out of memory");
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+/* Append one element of a text[] literal: quoted, or NULL. */
+static void
+sb_text(struct sbuf *b, const char *s)
+{
+	if (b->len > 1)
+		sb_add(b, ",", 1);
+	if (s == NULL) {
+		sb_add(b, "NULL", 4);
+		return;
+	}
+	sb_add(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			sb_add(b, "\\", 1);
+		sb_add(b, s, 1);
+	}
+	sb_add(b, "\"", 1);
+}
+
+static void
+sb_number(struct sbuf *b, long long v)
+{
+	char num[32];
+
+	if (b->len > 1)
+		sb_add(b, ",", 1);
+	sb_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", v));
+}
+
+static void
+placed(struct order_result *res, const struct order_request *rq, long long id,
+    const char *sku, long long quantity, const char *vendor, const char *status)
+{
+	order_result_clear(res);
+	res->order_id = id;
+	res->sku = xstrdup(sku);
+	res->quantity = quantity;
+	res->has_quantity = 1;
+	res->vendor = xstrdup(vendor);
+	res->status = xstrdup(status);
+	res->key = xstrdup(rq->key);
+}
+
+/* Remember a failed statement: its SQLSTATE decides whether the batch is retried. */
+static int
+failed(struct attempt *a, PGresult *r, const char *what)
+{
+	const char *s = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	int lost = PQstatus(a->c) != CONNECTION_OK;
+
+	snprintf(a->state, sizeof a->state, "%s", s != NULL ? s : "");
+	snprintf(a->msg, sizeof a->msg, "%s: %s", what, db_error(a->c));
+	PQclear(r);
+	if (lost)
+		return RUN_LOST;
+	if (strcmp(a->state, "40P01") == 0 || strcmp(a->state, "40001") == 0)
+		return RUN_RETRY;
+	return RUN_FAILED;
+}
+
+static int
+exec(struct attempt *a, const char *what, const char *sql, int n, const char *const *p,
+    PGresult **out)
+{
+	PGresult *r = PQexecParams(a->c, sql, n, NULL, p, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(r);
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		return failed(a, r, what);
+	if (out != NULL)
+		*out = r;
+	else
+		PQclear(r);
+	return RUN_OK;
+}
+
+/* Requests whose key already has an order are answered with that order. */
+static int
+find_keyed(struct attempt *a, const size_t *want, size_t nwant)
+{
+	struct sbuf keys = { 0 };
+	PGresult *r;
+	int rc;
+
+	if (nwant == 0)
+		return RUN_OK;
+	sb_add(&keys, "{", 1);
+	for (size_t k = 0; k < nwant; k++)
+		sb_text(&keys, a->rq[want[k]].key);
+	sb_add(&keys, "}", 1);
+	rc = exec(a, "looking up idempotency keys", SQL_BY_KEY, 1,
+	    (const char *[]){ keys.p }, &r);
+	free(keys.p);
+	if (rc != RUN_OK)
+		return rc;
+	for (int row = 0; row < PQntuples(r); row++)
+		for (size_t k = 0; k < nwant; k++) {
+			size_t i = want[k];
+
+			if (strcmp(a->rq[i].key, PQgetvalue(r, row, 0)) != 0)
+				continue;
+			placed(&a->res[i], &a->rq[i], atoll(PQgetvalue(r, row, 1)),
+			    PQgetvalue(r, row, 2), atoll(PQgetvalue(r, row, 3)),
+			    PQgetvalue(r, row, 4), PQgetvalue(r, row, 5));
+		}
+	PQclear(r);
+	return RUN_OK;
+}
+
+static int
+by_stock(const void *x, const void *y)
+{
+	const struct stock *s = x, *t = y;
+	int d = strcmp(s->sku, t->sku);
+
+	return d != 0 ? d : strcmp(s->vendor, t->vendor);
+}
+
+/* Lock the vendor rows of every SKU still to be placed; index them by SKU. */
+static int
+lock_stock(struct attempt *a)
+{
+	struct sbuf skus = { 0 };
+	int rc;
+
+	sb_add(&skus, "{", 1);
+	for (size_t i = 0; i < a->n; i++)
+		if (a->rq[i].invalid == NULL && a->res[i].status == NULL && a->same[i] == i)
+			sb_text(&skus, a->rq[i].sku);
+	sb_add(&skus, "}", 1);
+	if (skus.len == 2) {	/* every request was answered by its key */
+		free(skus.p);
+		return RUN_OK;
+	}
+	rc = exec(a, "locking stock rows", SQL_LOCK, 1, (const char *[]){ skus.p }, &a->locked);
+	free(skus.p);
+	if (rc != RUN_OK)
+		return rc;
+	a->nstock = (size_t)PQntuples(a->locked);
+	if ((a->stock = calloc(a->nstock + 1, sizeof *a->stock)) == NULL)
+		die(EX_OSERR, "out of memory");
+	for (size_t k = 0; k < a->nstock; k++) {
+		a->stock[k].sku = PQgetvalue(a->locked, (int)k, 0);
+		a->stock[k].vendor = PQgetvalue(a->locked, (int)k, 1);
+		a->stock[k].available = atoll(PQgetvalue(a->locked, (int)k, 2));
+	}
+	/* The server's collation ordered the locks; lookups here need strcmp order. */
+	qsort(a->stock, a->nstock, sizeof *a->stock, by_stock);
+	return RUN_OK;
+}
+
+/* The vendor rows of one SKU: [*first, end). */
+static size_t
+stock_of(const struct attempt *a, const char *sku, size_t *first)
+{
+	size_t lo = 0, hi = a->nstock;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(a->stock[mid].sku, sku) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	while (hi < a->nstock && strcmp(a->stock[hi].sku, sku) == 0)
+		hi++;
+	return hi;
+}
+
+/*
+ * Give each request, in input order, the one vendor that can cover all of
+ * it and has the most left; figures are the locked ones less what earlier
+ * requests of this batch took.
+ */
+static size_t
+allocate(struct attempt *a)
+{
+	size_t nplaced = 0;
+
+	for (size_t i = 0; i < a->n; i++) {
+		const struct order_request *q = &a->rq[i];
+		struct stock *best = NULL;
+		size_t k, end;
+
+		if (q->invalid != NULL || a->res[i].status != NULL || a->same[i] != i)
+			continue;
+		end = stock_of(a, q->sku, &k);
+		if (k == end) {
+			reject(&a->res[i], q, "unknown_sku");
+			continue;
+		}
+		for (; k < end; k++)
+			if (a->stock[k].available >= q->quantity &&
+			    (best == NULL || a->stock[k].available > best->available))
+				best = &a->stock[k];
+		if (best == NULL) {
+			reject(&a->res[i], q, "insufficient_stock");
+			continue;
+		}
+		best->available -= q->quantity;
+		a->vendor[i] = best->vendor;
+		nplaced++;
+	}
+	return nplaced;
+}
+
+/* Insert the allocated orders and reserve their stock; note which keys lost a race. */
+static int
+insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
+{
+	struct sbuf sku = { 0 }, qty = { 0 }, vendor = { 0 }, key = { 0 };
+	size_t *who, row = 0;
+	PGresult *r;
+	int rc;
+
+	*nlost = 0;
+	if (nplaced == 0)
+		return RUN_OK;
+	if ((who = calloc(nplaced, sizeof *who)) == NULL)
+		die(EX_OSERR, "out of memory");
+	sb_add(&sku, "{", 1), sb_add(&qty, "{", 1), sb_add(&vendor, "{", 1), sb_add(&key, "{", 1);
+	for (size_t i = 0; i < a->n; i++) {
+		if (a->vendor[i] == NULL)
+			continue;
+		who[row++] = i;
+		sb_text(&sku, a->rq[i].sku);
+		sb_number(&qty, a->rq[i].quantity);
+		sb_text(&vendor, a->vendor[i]);
+		sb_text(&key, a->rq[i].key);
+	}
+	sb_add(&sku, "}", 1), sb_add(&qty, "}", 1), sb_add(&vendor, "}", 1), sb_add(&key, "}", 1);
+	rc = exec(a, "inserting orders", SQL_INSERT, 4,
+	    (const char *[]){ sku.p, qty.p, vendor.p, key.p }, &r);
+	free(sku.p), free(qty.p), free(vendor.p), free(key.p);
+	if (rc == RUN_OK && (size_t)PQntuples(r) != nplaced) {
+		snprintf(a->msg, sizeof a->msg, "inserting orders: %d rows for %zu orders",
+		    PQntuples(r), nplaced);
+		rc = RUN_FAILED;
+		PQclear(r);
+	} else if (rc == RUN_OK && PQgetvalue(r, 0, 2)[0] != 't') {
+		/* Cannot happen while the rows are locked; refuse rather than oversell. */
+		snprintf(a->msg, sizeof a->msg, "reserving stock: a locked row no longer covers"
+		    " its orders");
+		rc = RUN_FAILED;
+		PQclear(r);
+	}
+	if (rc != RUN_OK) {
+		free(who);
+		return rc;
+	}
+	for (row = 0; row < nplaced; row++) {
+		size_t i = who[row];
+
+		if (PQgetvalue(r, (int)row, 1)[0] == 't')
+			placed(&a->res[i], &a->rq[i], atoll(PQgetvalue(r, (int)row, 0)),
+			    a->rq[i].sku, a->rq[i].quantity, a->vendor[i], "pending");
+		else
+			lost[(*nlost)++] = i;
+	}
+	PQclear(r);
+	free(who);
+	return RUN_OK;
+}
+
+/* Later requests with a key already seen in this batch share the first's answer. */
+static void
+mark_repeats(struct attempt *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		a->same[i] = i;
+		if (a->rq[i].invalid != NULL || a->rq[i].key == NULL)
+			continue;
+		for (size_t j = 0; j < i; j++)
+			if (a->rq[j].invalid == NULL && a->rq[j].key != NULL &&
+			    strcmp(a->rq[i].key, a->rq[j].key) == 0) {
+				a->same[i] = a->same[j];
+				break;
+			}
+	}
+}
+
+static void
+copy_repeats(struct attempt *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		const struct order_result *o = &a->res[a->same[i]];
+
+		if (a->same[i] == i)
+			continue;
+		order_result_clear(&a->res[i]);
+		a->res[i].order_id = o->order_id;
+		a->res[i].sku = xstrdup(o->sku);
+		a->res[i].quantity = o->quantity;
+		a->res[i].has_quantity = o->has_quantity;
+		a->res[i].vendor = xstrdup(o->vendor);
+		a->res[i].status = xstrdup(o->status);
+		a->res[i].error = o->error;
+		a->res[i].key = xstrdup(a->rq[i].key);
+	}
+}
+
+/* Keyed, not yet answered, first of their key: the requests to look up. */
+static size_t
+keyed(const struct attempt *a, size_t *want)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < a->n; i++)
+		if (a->rq[i].invalid == NULL && a->rq[i].key != NULL && a->same[i] == i)
+			want[m++] = i;
+	return m;
+}
+
+static int
+attempt_run(struct attempt *a, size_t *scratch)
+{
+	size_t nlost;
+	int rc;
+
+	if ((rc = exec(a, "starting a transaction",
+	    "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL)) != RUN_OK)
+		return rc;
+	if ((rc = find_keyed(a, scratch, keyed(a, scratch))) != RUN_OK)
+		return rc;
+	if ((rc = lock_stock(a)) != RUN_OK)
+		return rc;
+	if ((rc = insert_orders(a, allocate(a), scratch, &nlost)) != RUN_OK)
+		return rc;
+	/* Keys a concurrent batch committed while this one waited: answer with its orders. */
+	if ((rc = find_keyed(a, scratch, nlost)) != RUN_OK)
+		return rc;
+	for (size_t k = 0; k < nlost; k++)
+		if (a->res[scratch[k]].status == NULL) {
+			snprintf(a->msg, sizeof a->msg, "idempotency key conflict without an order");
+			return RUN_FAILED;
+		}
+	if ((rc = exec(a, "committing", "COMMIT", 0, NULL, NULL)) != RUN_OK)
+		return rc;
+	copy_repeats(a);
+	return RUN_OK;
+}
+
+static void
+attempt_free(struct attempt *a)
+{
+	free(a->stock);
+	a->stock = NULL;
+	a->nstock = 0;
+	PQclear(a->locked);
+	a->locked = NULL;
+}
+
+/* Forget everything a failed attempt did: its transaction was rolled back. */
+static void
+attempt_reset(struct attempt *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		if (a->rq[i].invalid == NULL)
+			order_result_clear(&a->res[i]);
+		a->vendor[i] = NULL;
+	}
+	attempt_free(a);
+	a->state[0] = a->msg[0] = '\0';
+}
+
+static int
+place_batch(struct attempt *a, size_t *scratch)
+{
+	struct backoff b = BACKOFF_INIT(0.01, 1.0);
+
+	for (int attempt = 1;; attempt++) {
+		int rc = attempt_run(a, scratch);
+
+		if (rc == RUN_OK)
+			return ORDERS_OK;
+		if (rc != RUN_LOST && PQtransactionStatus(a->c) != PQTRANS_IDLE)
+			PQclear(PQexec(a->c, "ROLLBACK"));
+		if (rc == RUN_LOST) {
+			warnx_("database: connection lost placing a batch of %zu requests: %s",
+			    a->n, a->msg);
+			return ORDERS_LOST;
+		}
+		if (rc == RUN_FAILED || attempt == MAX_ATTEMPTS) {
+			warnx_("database: placing a batch of %zu requests%s: %s; none of it was"
+			    " committed", a->n, rc == RUN_RETRY ? ", still conflicting after"
+			    " retries" : "", a->msg);
+			return ORDERS_FAILED;
+		}
+		debugx("batch of %zu requests: %s; retrying", a->n, a->msg);
+		attempt_reset(a);
+		sleep_seconds(backoff_next(&b), NULL);
+	}
+}
+
+int
+orders_place(PGconn *c, const struct order_request *rq, size_t n, struct order_result *res)
+{
+	struct attempt a = { .c = c, .rq = rq, .res = res, .n = n };
+	size_t *scratch;
+	int rc = ORDERS_OK, todo = 0;
+
+	memset(res, 0, n * sizeof *res);
+	a.same = calloc(n + 1, sizeof *a.same);
+	a.vendor = calloc(n + 1, sizeof *a.vendor);
+	scratch = calloc(n + 1, sizeof *scratch);
+	if (a.same == NULL || a.vendor == NULL || scratch == NULL)
+		die(EX_OSERR, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		if (rq[i].invalid != NULL)
+			reject(&res[i], &rq[i], "invalid_request");
+		else
+			todo = 1;
+	}
+	mark_repeats(&a);
+	if (todo)
+		rc = place_batch(&a, scratch);
+	attempt_free(&a);
+	if (rc != ORDERS_OK)
+		for (size_t i = 0; i < n; i++)
+			order_result_clear(&res[i]);
+	free(a.same);
+	free(a.vendor);
+	free(scratch);
+	return rc;
+}

@@ -1,0 +1,255 @@
+/* order-place: reserve stock and record pending orders, answering one line per request. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "lib/db.h"
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/orders.h"
+
+/*
+ * Requests already waiting on stdin are taken together, up to a batch, and
+ * placed in one transaction: the commit (and, on a hot SKU, the row lock held
+ * until it) is shared by the whole batch. Nothing waits for more input while
+ * the transaction is open. A batch's answers are printed after its commit.
+ */
+#define BATCH_DEFAULT 256
+#define BATCH_MAX 1000
+/* Bound on the SKU and key bytes in one pipeline, so neither side's socket fills. */
+#define BATCH_BYTES (64 * 1024)
+
+struct batch {
+	size_t cap, n;
+	cJSON **obj;
+	struct order_request *rq;
+	struct order_result *res;
+	long first_line, last_line;
+};
+
+static long printed;
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [-b N] [-k KEY] SKU QUANTITY\n"
+	    "       %s [-b N] < requests.jsonl\n", progname, progname);
+	exit(code);
+}
+
+static void
+batch_init(struct batch *b, size_t cap)
+{
+	memset(b, 0, sizeof *b);
+	b->cap = cap;
+	b->obj = calloc(cap, sizeof *b->obj);
+	b->rq = calloc(cap, sizeof *b->rq);
+	b->res = calloc(cap, sizeof *b->res);
+	if (b->obj == NULL || b->rq == NULL || b->res == NULL)
+		die(EX_OSERR, "out of memory");
+}
+
+static void
+batch_clear(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		order_result_clear(&b->res[i]);
+		cJSON_Delete(b->obj[i]);
+		b->obj[i] = NULL;
+	}
+	b->n = 0;
+}
+
+static void
+batch_free(struct batch *b)
+{
+	batch_clear(b);
+	free(b->obj);
+	free(b->rq);
+	free(b->res);
+}
+
+/* Read one line into the batch; returns its SKU and key bytes, or -1 at end of input. */
+static long
+batch_read(struct batch *b, struct jsonl *in, int *bad)
+{
+	struct order_request *rq = &b->rq[b->n];
+	const char *why;
+	cJSON *obj;
+	int rc = jsonl_next(in, &obj, &why);
+
+	if (rc == JSONL_EOF) {
+		if (ferror(in->fp))
+			die(EX_IOERR, "reading standard input failed; %ld answers were printed,"
+			    " all committed", printed);
+		return -1;
+	}
+	memset(rq, 0, sizeof *rq);
+	if (rc == JSONL_BAD)
+		rq->invalid = why;
+	else
+		order_request_from_json(obj, rq);
+	if (rq->invalid != NULL) {
+		warn_line(in->lineno, "%s", rq->invalid);
+		*bad = 1;
+	}
+	if (b->n == 0)
+		b->first_line = in->lineno;
+	b->last_line = in->lineno;
+	b->obj[b->n++] = obj;
+	if (rq->invalid != NULL)
+		return 0;
+	return (long)(strlen(rq->sku) + (rq->key ? strlen(rq->key) : 0) + 32);
+}
+
+static void
+batch_print(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		cJSON *o = order_result_json(&b->res[i]);
+
+		jsonl_write(stdout, o);
+		cJSON_Delete(o);
+	}
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		char msg[160];
+
+		snprintf(msg, sizeof msg, "the last batch (%zu requests) was committed but its"
+		    " answers may not all have been written; %ld earlier answers were",
+		    b->n, printed);
+		out_flush(msg);
+	}
+	printed += (long)b->n;
+}
+
+static void
+batch_place(PGconn *c, struct batch *b)
+{
+	int rc = orders_place(c, b->rq, b->n, b->res);
+
+	if (rc == ORDERS_OK)
+		return;
+	die(EX_UNAVAILABLE, "database unavailable: %ld answers printed, all committed;"
+	    " the batch of lines %ld-%ld was %s and none of it was printed",
+	    printed, b->first_line, b->last_line,
+	    rc == ORDERS_LOST ? "not confirmed committed (resend it with the same keys)"
+	    : "not committed");
+}
+
+static int
+place_stream(PGconn *c, size_t batch_size)
+{
+	struct jsonl in;
+	struct batch b;
+	int bad = 0, eof = 0;
+
+	jsonl_open(&in, stdin);
+	batch_init(&b, batch_size);
+	while (!eof) {
+		long bytes = 0, got;
+
+		/* Block for the first request, then take only what is already waiting. */
+		while (b.n < b.cap && bytes < BATCH_BYTES && (b.n == 0 || jsonl_pending(&in))) {
+			if ((got = batch_read(&b, &in, &bad)) < 0) {
+				eof = 1;
+				break;
+			}
+			bytes += got;
+		}
+		if (b.n == 0)
+			break;
+		batch_place(c, &b);
+		batch_print(&b);
+		batch_clear(&b);
+	}
+	batch_free(&b);
+	jsonl_close(&in);
+	return bad ? EX_DATAERR : 0;
+}
+
+/* The command-line form is checked before connecting: a bad argument is a usage error. */
+static void
+parse_one(struct order_request *rq, const char *sku, const char *quantity, const char *key)
+{
+	const char *why;
+	long q;
+
+	if (parse_long(quantity, 1, ORDER_MAX_QUANTITY, &q, &why) < 0)
+		die(EX_USAGE, "QUANTITY \"%s\" %s (allowed 1 to %lld)", quantity, why,
+		    ORDER_MAX_QUANTITY);
+	memset(rq, 0, sizeof *rq);
+	rq->sku = sku;
+	rq->quantity = q;
+	rq->has_quantity = 1;
+	rq->key = key;
+	if (order_request_check(rq) < 0)
+		die(EX_USAGE, "%s", rq->invalid);
+}
+
+static int
+place_one(PGconn *c, const struct order_request *rq)
+{
+	struct order_result res;
+	cJSON *o;
+
+	if (orders_place(c, rq, 1, &res) != ORDERS_OK)
+		die(EX_UNAVAILABLE, "database unavailable: the order was not placed");
+	o = order_result_json(&res);
+	jsonl_write(stdout, o);
+	cJSON_Delete(o);
+	order_result_clear(&res);
+	out_flush("the order's transaction was committed");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "batch", required_argument, NULL, 'b' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct order_request one;
+	const char *key = NULL;
+	long batch_size = BATCH_DEFAULT;
+	PGconn *c;
+	int ch, rc;
+
+	log_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "b:k:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'b': batch_size = option_long("-b", optarg, 1, BATCH_MAX); break;
+		case 'k': key = optarg; break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 0 && argc != 2)
+		usage(stderr, EX_USAGE);
+	if (argc == 0 && key != NULL) {
+		warnx_("-k applies to the SKU QUANTITY form; on stdin give \"key\" per request");
+		usage(stderr, EX_USAGE);
+	}
+	if (argc == 2)
+		parse_one(&one, argv[0], argv[1], key);
+	/* A closed output pipe is an error to report (exit 74), not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	c = db_connect_or_die("no order was placed");
+	if (orders_prepare(c) < 0) {
+		PQfinish(c);
+		die(EX_UNAVAILABLE, "database unavailable: no order was placed");
+	}
+	rc = argc == 2 ? place_one(c, &one) : place_stream(c, (size_t)batch_size);
+	PQfinish(c);
+	return rc;
+}

@@ -1,0 +1,130 @@
+/* order-sweep: write the pending orders that made no progress for a while, oldest first. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "lib/db.h"
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/orders.h"
+
+/*
+ * Keyset pagination over the partial index orders_pending (updated_at): each
+ * page is a short statement resuming after the last (updated_at, id) seen, so
+ * no transaction stays open and memory holds one page. The cut-off is fixed
+ * once, at the start: an order fulfil touches during the sweep moves past it,
+ * so the sweep ends even while the table keeps changing.
+ */
+#define PAGE "1000"
+#define MAX_AGE (10.0 * 365 * 86400)
+
+static const char *SQL_CUTOFF = "SELECT now() - make_interval(secs => $1::float8)";
+
+static const char *SQL_PAGE =
+	"SELECT id, sku, quantity, vendor, status, idempotency_key, updated_at FROM orders"
+	" WHERE status = 'pending' AND updated_at < $1::timestamptz"
+	" AND (updated_at, id) > ($2::timestamptz, $3::bigint)"
+	" ORDER BY updated_at, id LIMIT " PAGE;
+
+static long written;
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [--older-than SECONDS]\n", progname);
+	exit(code);
+}
+
+static PGresult *
+query(PGconn *c, const char *what, const char *sql, int n, const char *const *p)
+{
+	PGresult *r = db_query(c, what, sql, n, p);
+
+	if (r == NULL)
+		die(EX_UNAVAILABLE, "database unavailable: %ld pending orders were written before"
+		    " the sweep stopped", written);
+	return r;
+}
+
+static void
+write_row(const PGresult *r, int row)
+{
+	struct order_result o = {
+		.order_id = atoll(PQgetvalue(r, row, 0)),
+		.sku = PQgetvalue(r, row, 1),
+		.quantity = atoll(PQgetvalue(r, row, 2)),
+		.has_quantity = 1,
+		.vendor = PQgetvalue(r, row, 3),
+		.status = PQgetvalue(r, row, 4),
+		.key = PQgetisnull(r, row, 5) ? NULL : PQgetvalue(r, row, 5),
+	};
+	cJSON *j = order_result_json(&o);	/* borrowed strings: not cleared */
+
+	jsonl_write(stdout, j);
+	cJSON_Delete(j);
+}
+
+static void
+sweep(PGconn *c, double older_than)
+{
+	char age[64], cutoff[64], after[64] = "-infinity", id[32] = "0";
+	PGresult *r;
+	int n;
+
+	snprintf(age, sizeof age, "%.6f", older_than);
+	r = query(c, "reading the clock", SQL_CUTOFF, 1, (const char *[]){ age });
+	snprintf(cutoff, sizeof cutoff, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	do {
+		r = query(c, "reading pending orders", SQL_PAGE, 3,
+		    (const char *[]){ cutoff, after, id });
+		n = PQntuples(r);
+		for (int row = 0; row < n; row++)
+			write_row(r, row);
+		if (n > 0) {
+			snprintf(id, sizeof id, "%s", PQgetvalue(r, n - 1, 0));
+			snprintf(after, sizeof after, "%s", PQgetvalue(r, n - 1, 6));
+		}
+		PQclear(r);
+		written += n;
+		out_flush("order-sweep only reads; nothing in the database changed");
+	} while (n == atoi(PAGE));
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "older-than", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	double older_than = 60;
+	PGconn *c;
+	int ch;
+
+	log_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'o': older_than = option_seconds("--older-than", optarg, MAX_AGE); break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, EX_USAGE);
+	signal(SIGPIPE, SIG_IGN);
+	c = db_connect_or_die("no pending order was written");
+	/* Timestamps go back as text: ISO with full precision round-trips exactly. */
+	if (db_exec(c, "SET DateStyle = ISO") < 0)
+		die(EX_UNAVAILABLE, "database unavailable: no pending order was written");
+	sweep(c, older_than);
+	PQfinish(c);
+	return 0;
+}

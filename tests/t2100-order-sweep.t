@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# order-sweep writes the pending orders with no progress for a while, oldest first, as order-place does.
+. "$(dirname "$0")/lib.sh"
+
+# order ID STATUS AGE [KEY]: an order last updated AGE seconds ago
+order() {
+	local key=NULL
+	[ $# -ge 4 ] && key="'$4'"
+	sql "INSERT INTO orders (id, sku, quantity, vendor, status, idempotency_key, updated_at)
+		VALUES ($1, 'SKU-$1', $1, 'acme', '$2', $key, now() - interval '$3 seconds')"
+}
+
+order 1 pending 3600 key-1
+order 2 pending 120
+order 3 pending 10
+order 4 success 3600
+order 5 failed 3600
+order 6 pending 7200
+
+test_expect_success 'pending orders older than 60 seconds are written, oldest first' '
+	order-sweep >out &&
+	expect_eq "6 1 2" "$(jq -r .order_id out | tr "\n" " " | sed "s/ $//")" "order ids"
+'
+
+test_expect_success 'each line has order-place output format and jq accepts it' '
+	order-sweep >out &&
+	jq -e . out >/dev/null &&
+	expect_eq "{\"order_id\":1,\"sku\":\"SKU-1\",\"quantity\":1,\"vendor\":\"acme\",\"status\":\"pending\",\"key\":\"key-1\"}" \
+		"$(sed -n 2p out)" "line of order 1" &&
+	expect_eq null "$(sed -n 1p out | jq .key)" "no key when none"
+'
+
+test_expect_success '--older-than chooses the age; recent and settled orders stay out' '
+	order-sweep --older-than 5 >out &&
+	expect_eq "6 1 2 3" "$(jq -r .order_id out | tr "\n" " " | sed "s/ $//")" "order ids" &&
+	order-sweep --older-than 7000 >out &&
+	expect_eq 6 "$(jq -r .order_id out)" "order ids"
+'
+
+test_expect_success 'thousands of old orders stream out in order, each exactly once' '
+	sql "INSERT INTO orders (id, sku, quantity, vendor, updated_at)
+		SELECT 1000 + g, \$\$BULK\$\$, 1, \$\$acme\$\$, now() - interval \$\$1 day\$\$ + (g % 7) * interval \$\$1 second\$\$
+		FROM generate_series(1, 2500) g" &&
+	order-sweep >out &&
+	expect_eq 2503 "$(lines out)" lines &&
+	expect_eq 2503 "$(jq -r .order_id out | sort -u | wc -l)" "distinct ids" &&
+	jq -r .order_id out | head -n 2500 >ids &&
+	sql "SELECT id FROM orders WHERE sku = \$\$BULK\$\$ ORDER BY updated_at, id" >want &&
+	cmp ids want
+'
+
+test_expect_success 'option errors exit 64 with empty output' '
+	for args in "--bogus" "--older-than" "--older-than -1" "--older-than x" "extra"; do
+		order-sweep $args >out 2>err
+		rc=$?
+		expect_eq 64 $rc "status of order-sweep $args" || exit 1
+		test ! -s out || fail "output from order-sweep $args" || exit 1
+	done
+'
+
+test_expect_code 69 'an unreachable database exits 69' '
+	DATABASE_URL=postgresql://nobody:secret@localhost/x?host=/nonexistent OA_DB_PATIENCE=0 order-sweep >out 2>err
+	rc=$?
+	expect_grep "no pending order was written" err && test ! -s out && exit $rc
+'
+
+test_done
