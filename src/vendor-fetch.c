@@ -393,6 +393,8 @@ run_filter(struct vendor *v)
 	char *prog = NULL, *out = NULL;
 	char *argv[] = { "jq", "-c", NULL, NULL };
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t dfl;
 	cJSON *items = NULL;
 	int pfd[2] = { -1, -1 }, status = 0, rc;
 	size_t len = 0;
@@ -412,7 +414,14 @@ run_filter(struct vendor *v)
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, fileno(err), 2);
 	posix_spawn_file_actions_addclose(&fa, pfd[0]);
-	rc = posix_spawnp(&pid, "jq", &fa, NULL, argv, environ);
+	/* We ignore SIGPIPE for our own output; jq should not inherit that. */
+	posix_spawnattr_init(&attr);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	posix_spawnattr_setsigdefault(&attr, &dfl);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+	rc = posix_spawnp(&pid, "jq", &fa, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
 	if (rc != 0) {
