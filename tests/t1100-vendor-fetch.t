@@ -20,6 +20,8 @@ start_vendor_mock --generate acme:3 --generate globex:4 --generate down:2 \
 	--generate big:3000 --generate huge:3000 --generate slow:1 \
 	--vendor wh="$TRASH/wh.json" --vendor latin="$TRASH/latin.json" \
 	--fail-first acme=2 --fail-first down=1000000 --latency slow=3000 \
+	--generate p1:10 --generate p2:10 --generate p3:10 \
+	--latency p1=1000 --latency p2=1000 --latency p3=1000 \
 	--latency big=200 --log "$TRASH/m1.log" || exit 1
 M1=$VENDOR_BASE_URL
 start_vendor_mock --generate ra:2 --fail-first 1 --fail-status 429 --retry-after 2 \
@@ -86,6 +88,15 @@ test_expect_success 'vendors are fetched in parallel and each block is contiguou
 	expect_eq "big 3000 complete" "$(jq -r "select(.vendor == \"big\" and .snapshot) |
 		\"\(.vendor) \(.items) \(.snapshot)\"" out)" "big snapshot" &&
 	expect_eq big "$(tail -n 1 out | jq -r .vendor)" "the slow vendor comes last"
+'
+
+test_expect_success 'three vendors answering in 1 s each are fetched in well under 3 s' '
+	start=$(date +%s.%N) &&
+	vendor-fetch --base "$M1" p1 p2 p3 >out 2>err &&
+	end=$(date +%s.%N) &&
+	expect_eq 33 "$(lines out)" "lines" &&
+	awk -v a="$start" -v b="$end" "BEGIN { exit !(b - a < 1.9) }" ||
+	fail "took $(awk -v a="$start" -v b="$end" "BEGIN { print b - a }") s"
 '
 
 test_expect_code 69 'a vendor timing out is retried, then fails; the others are not held up' '
