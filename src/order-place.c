@@ -18,10 +18,10 @@
  * until it) is shared by the whole batch. Nothing waits for more input while
  * the transaction is open. A batch's answers are printed after its commit.
  */
-#define BATCH_DEFAULT 256
-#define BATCH_MAX 1000
-/* Bound on the SKU and key bytes in one pipeline, so neither side's socket fills. */
-#define BATCH_BYTES (64 * 1024)
+#define BATCH_DEFAULT 1000
+#define BATCH_MAX 10000
+/* Input bytes held per batch at most (after the line that crosses it): memory stays bounded. */
+#define BATCH_BYTES (1024 * 1024)
 
 struct batch {
 	size_t cap, n;
@@ -73,7 +73,7 @@ batch_free(struct batch *b)
 	free(b->res);
 }
 
-/* Read one line into the batch; returns its SKU and key bytes, or -1 at end of input. */
+/* Read one line into the batch; returns its length, or -1 at end of input. */
 static long
 batch_read(struct batch *b, struct jsonl *in, int *bad)
 {
@@ -101,9 +101,7 @@ batch_read(struct batch *b, struct jsonl *in, int *bad)
 		b->first_line = in->lineno;
 	b->last_line = in->lineno;
 	b->obj[b->n++] = obj;
-	if (rq->invalid != NULL)
-		return 0;
-	return (long)(strlen(rq->sku) + (rq->key ? strlen(rq->key) : 0) + 32);
+	return (long)strlen(in->buf);
 }
 
 static void
