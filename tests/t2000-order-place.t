@@ -136,6 +136,25 @@ test_expect_code 65 'malformed lines are reported with their line number and the
 	exit $rc
 '
 
+test_expect_success 'an answer is written as soon as its batch commits, not at end of input' '
+	mkfifo req
+	{ echo "{\"sku\":\"SKU-3\",\"quantity\":1,\"key\":\"early\"}"; sleep 3; } >req &
+	order-place <req >out &
+	pid=$!
+	for i in $(seq 1 40); do [ -s out ] && break; sleep 0.05; done
+	expect_eq 1 "$(lines out)" "answers while input is still open" &&
+	kill -0 $pid &&
+	wait $pid
+'
+
+test_expect_code 74 'a failing standard output exits 74 saying the order was committed' '
+	order-place -k full SKU-3 1 >/dev/full 2>err
+	rc=$?
+	expect_grep "committed" err &&
+	expect_eq 1 "$(sql "SELECT count(*) FROM orders WHERE idempotency_key = \$\$full\$\$")" "committed order" &&
+	exit $rc
+'
+
 test_expect_success 'option and argument errors exit 64 with empty output' '
 	for args in "--bogus" "-b 0" "-b x" "SKU-1" "SKU-1 0" "SKU-1 abc" "SKU-1 1 extra" "-k k"; do
 		order-place $args >out 2>err </dev/null
