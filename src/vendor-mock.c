@@ -1,4 +1,7 @@
 /* vendor-mock: the vendor HTTP API (stock and orders) of SPEC §4, with injectable faults. */
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -11,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -33,7 +35,8 @@
 #define CONNECTION_LIMIT 512
 #define IDLE_TIMEOUT	30	/* seconds a keep-alive connection may sit idle */
 #define LATENCY_MAX	600000L
-#define QUANTITY_MAX	9007199254740992.0	/* 2^53: beyond it a JSON number loses units */
+/* 2^53: beyond it a JSON number (a double) loses units. */
+#define QUANTITY_MAX	9007199254740992.0
 
 /* A growable string. */
 struct sbuf {
@@ -71,6 +74,7 @@ struct vendor {
 	char *name;
 	size_t n;		/* items */
 	int64_t *qty;		/* current quantity of each item */
+	int generated;		/* else read from a file */
 	char **head, **tail;	/* file catalogue: item text before and after its quantity */
 	struct table skus;	/* file catalogue: sku -> item */
 	int width;		/* generated catalogue: digits in a SKU */
@@ -115,6 +119,7 @@ static size_t n_vendors;
 static int fail_status = 503;
 static long retry_after = -1;
 static uint64_t seed = 1;
+static int logging;		/* set once before serving; logfp may close on a write error */
 static FILE *logfp;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stopping;
@@ -310,6 +315,7 @@ generate(const char *arg)
 		die(EX_USAGE, "option --generate: \"%s\" is not NAME:COUNT", arg);
 	count = option_long("--generate", colon + 1, 0, GENERATE_MAX);
 	v = vendor_add("--generate", arg, colon - arg);
+	v->generated = 1;
 	v->n = count;
 	v->width = SKU_DIGITS;
 	for (long c = count; c >= 1000000; c /= 10)
@@ -344,7 +350,7 @@ generated_index(const struct vendor *v, const char *sku, size_t *idx)
 static int
 sku_index(const struct vendor *v, const char *sku, size_t *idx)
 {
-	if (v->head == NULL)
+	if (v->generated)
 		return generated_index(v, sku, idx);
 	return table_get(&v->skus, sku, idx);
 }
@@ -362,7 +368,7 @@ read_file(const char *path, size_t *len)
 	while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
 		sb_add(&b, chunk, n);
 	if (ferror(fp))
-		die(EX_IOERR, "reading %s: %s", path, strerror(errno));
+		die(EX_NOINPUT, "option --vendor: cannot read %s: %s", path, strerror(errno));
 	fclose(fp);
 	sb_add(&b, "", 0);
 	*len = b.len;
@@ -439,6 +445,16 @@ catalogue_add(const char *arg)
 	return n_vendors - 1;
 }
 
+static long
+line_of(const char *text, const char *at)
+{
+	long line = 1;
+
+	for (; text < at; text++)
+		line += *text == '\n';
+	return line;
+}
+
 static void
 load_catalogue(struct vendor *v, const char *path)
 {
@@ -451,7 +467,8 @@ load_catalogue(struct vendor *v, const char *path)
 	text = read_file(path, &len);
 	root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);	/* the NUL too */
 	if (root == NULL)
-		die(EX_DATAERR, "%s: not valid JSON at byte %td", path, end - text);
+		die(EX_DATAERR, "%s: line %ld: not valid JSON (byte %td)", path,
+		    line_of(text, end), end - text + 1);
 	if (!cJSON_IsArray(root))
 		die(EX_DATAERR, "%s: a catalogue must be a JSON array of items", path);
 	v->n = cJSON_GetArraySize(root);
@@ -560,7 +577,7 @@ log_request(const struct req *r, int status)
 	cJSON *o;
 	char *line;
 
-	if (logfp == NULL)
+	if (!logging)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -578,8 +595,9 @@ log_request(const struct req *r, int status)
 	if ((line = cJSON_PrintUnformatted(o)) == NULL)
 		die(EX_OSERR, "out of memory");
 	pthread_mutex_lock(&log_lock);
-	if (fprintf(logfp, "%s\n", line) < 0 || fflush(logfp) == EOF) {
-		warnx_("--log: writing failed: %s; no further requests are logged", strerror(errno));
+	if (logfp != NULL && (fprintf(logfp, "%s\n", line) < 0 || fflush(logfp) == EOF)) {
+		warnx_("--log: writing failed: %s; no further requests are logged",
+		    strerror(errno));
 		fclose(logfp);
 		logfp = NULL;
 	}
@@ -650,7 +668,7 @@ render_item(const struct stream *s, size_t i, struct sbuf *out)
 	const struct vendor *v = s->v;
 	char num[160];
 
-	if (v->head != NULL) {
+	if (!v->generated) {
 		sb_str(out, v->head[i]);
 		snprintf(num, sizeof num, "%" PRId64, s->qty[i]);
 		sb_str(out, num);
@@ -1073,11 +1091,15 @@ parse_listen(const char *arg, struct sockaddr_storage *ss, socklen_t *sslen)
 		die(EX_USAGE, "option --listen: address is too long");
 	memcpy(host, arg, hlen);
 	host[hlen] = '\0';
-	hints.ai_family = AF_UNSPEC;
+	/* IPv4 first: "localhost" should not land on ::1 where IPv6 may be off. */
+	hints.ai_family = AF_INET;
 	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(host, NULL, &hints, &ai)) != 0)
-		die(EX_USAGE, "option --listen: cannot resolve \"%s\": %s", host,
-		    gai_strerror(rc));
+	if (getaddrinfo(host, NULL, &hints, &ai) != 0) {
+		hints.ai_family = AF_INET6;
+		if ((rc = getaddrinfo(host, NULL, &hints, &ai)) != 0)
+			die(EX_USAGE, "option --listen: cannot resolve \"%s\": %s", host,
+			    gai_strerror(rc));
+	}
 	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
 	*sslen = ai->ai_addrlen;
 	freeaddrinfo(ai);
@@ -1093,10 +1115,14 @@ start(struct sockaddr_storage *ss)
 	/* A thread per connection: --latency sleeps in the handler without blocking others. */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 	    MHD_USE_POLL | MHD_USE_ERROR_LOG;
+	uint16_t port = ((struct sockaddr_in *)ss)->sin_port;
 
-	if (ss->ss_family == AF_INET6)
+	if (ss->ss_family == AF_INET6) {
 		flags |= MHD_USE_IPv6;
-	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+		port = ((struct sockaddr_in6 *)ss)->sin6_port;
+	}
+	/* The port is only for libmicrohttpd's messages; it binds to ss. */
+	return MHD_start_daemon(flags, ntohs(port), NULL, NULL, on_request, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
@@ -1185,12 +1211,13 @@ main(int argc, char **argv)
 		load_catalogue(&vendors[catalogues[i].vendor], catalogues[i].path);
 	free(catalogues);
 	for (size_t i = 0; i < n_vendors; i++) {
-		if (vendors[i].head == NULL)
+		if (vendors[i].generated)
 			generate_fill(&vendors[i]);
 		vendors[i].rng = seed ^ hash_str(vendors[i].name);
 	}
 	if (logpath != NULL && (logfp = fopen(logpath, "a")) == NULL)
 		die(EX_CANTCREAT, "option --log: cannot open %s: %s", logpath, strerror(errno));
+	logging = logfp != NULL;
 
 	/* Signals are taken by sigwait below, never by a handler in some server thread. */
 	signal(SIGPIPE, SIG_IGN);

@@ -146,6 +146,11 @@ test_expect_success 'the log has one JSON line per request, with the order_id' '
 	expect_eq 1 "$(jq -c "select(.status == 404 and .path == \"/vendor/nobody/stock\")" requests.log | wc -l)" "404 lines"
 '
 
+test_expect_code 69 'an address already in use exits 69 saying which' '
+	vendor-mock --listen "${VENDOR_BASE_URL#http://}" --generate a:1 >out4 2>err4; rc=$?
+	grep -q "cannot listen on ${VENDOR_BASE_URL#http://}" err4 && test ! -s out4 && exit $rc
+'
+
 test_expect_success 'SIGTERM stops vendor-mock with status 0' '
 	vendor-mock --listen 127.0.0.1:0 --generate a:3 >ready3 2>err3 &
 	pid=$! &&
