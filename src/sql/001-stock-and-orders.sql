@@ -11,7 +11,6 @@ CREATE TABLE vendor_stock (
 	updated_at  timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (sku, vendor)
 );
-CREATE INDEX vendor_stock_vendor ON vendor_stock (vendor);
 
 CREATE TABLE orders (
 	id              bigserial   PRIMARY KEY,
