@@ -117,3 +117,38 @@ start_vendor_mock() {
 	echo "vendor-mock did not start: $(cat "$out.err")" >&2
 	return 1
 }
+
+# --- RabbitMQ helpers (amqp-publish / amqp-consume tests) ---------------------
+# restart_rabbitmq: stop the broker and start it again (same port, same data)
+restart_rabbitmq() {
+	"$TOP/scripts/services" stop rabbitmq >/dev/null 2>&1
+	"$TOP/scripts/services" start rabbitmq >/dev/null
+}
+# drain QUEUE [amqp-consume options]: consume every message, print each body
+# with "status":"success" added, exit when the queue stayed idle for 1 s
+drain() {
+	local q=$1; shift
+	amqp-consume -q "$q" --idle-exit 1 "$@" -- jq -c --unbuffered '. + {status: "success"}'
+}
+# wait_depth QUEUE N: wait (up to 20 s) until the broker counts N messages in
+# QUEUE; quorum queues publish their counts every few seconds
+wait_depth() {
+	local i got
+	for i in $(seq 1 100); do
+		got=$(queue_depth "$1")
+		[ "$got" = "$2" ] && return 0
+		sleep 0.2
+	done
+	fail "queue $1: expected $2 messages, found $got"
+}
+# publish_raw QUEUE BODY: put BODY (any bytes, even not JSON) in QUEUE as is
+publish_raw() {
+	rabbitmqctl eval "rabbit_basic:publish(rabbit_misc:r(<<\"/\">>, exchange, <<\"\">>),
+		<<\"$1\">>, [{delivery_mode, 2}], <<\"$2\">>)." >/dev/null
+}
+# bind_queue EXCHANGE KEY QUEUE: bind an existing queue to an existing exchange
+bind_queue() {
+	rabbitmqctl eval "rabbit_binding:add({binding, rabbit_misc:r(<<\"/\">>, exchange,
+		<<\"$1\">>), <<\"$2\">>, rabbit_misc:r(<<\"/\">>, queue, <<\"$3\">>), []},
+		<<\"guest\">>)." | grep -qx ok
+}

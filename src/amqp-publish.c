@@ -1,0 +1,359 @@
+/* amqp-publish: publish JSON lines to RabbitMQ, each one counted only once the broker confirmed it. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "lib/amqp.h"
+#include "lib/jsonl.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/retry.h"
+
+#define MAX_NACKS	5	/* a line the broker refuses this often is given up */
+
+struct line {
+	long lineno;
+	char *body;
+	size_t len;
+	uint64_t seq;		/* confirm sequence number on channel `generation` */
+	unsigned generation;	/* 0: not published on the current connection */
+	int nacks;
+	int done;		/* confirmed, or given up after MAX_NACKS */
+};
+
+struct batch {
+	struct line *v;
+	size_t n, cap, left;	/* left: published or not, not yet done */
+};
+
+static struct {
+	const char *queue, *exchange, *key;
+	long max_deliveries;
+	double patience;
+} opt = { "orders", NULL, NULL, 5, 30 };
+
+static struct mq mq;
+static long confirmed, returned, refused, bad_lines;
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [-q QUEUE | -e EXCHANGE -k ROUTING_KEY] [--max-deliveries N]\n"
+	    "       [--batch N] [--patience S] < lines.jsonl\n", progname);
+	exit(code);
+}
+
+/* Stop: say what the broker confirmed and from which line on nothing is certain. */
+static void __attribute__((noreturn))
+give_up(const struct batch *b, const char *why)
+{
+	long first = -1;
+
+	for (size_t i = 0; i < b->n; i++)
+		if (!b->v[i].done) {
+			first = b->v[i].lineno;
+			break;
+		}
+	if (first < 0)
+		die(EX_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed, nothing else was "
+		    "read", mq.target, why, confirmed);
+	die(EX_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed; line %ld and the lines "
+	    "after it were not (some may have reached the queue)", mq.target, why, confirmed, first);
+}
+
+/* Connect and make sure the destination exists; -1 when the broker stayed away. */
+static int
+link_up(const struct batch *b)
+{
+	struct mq_topology t = { opt.queue, opt.max_deliveries, -1, 1 };
+	double deadline = now_seconds() + opt.patience;
+	int rc;
+
+	do {
+		if (mq_connect_retry(&mq, deadline - now_seconds(), NULL) < 0)
+			return -1;
+		rc = opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t);
+		if (rc == -2)
+			give_up(b, mq.why);
+	} while (rc < 0 && now_seconds() < deadline);
+	if (rc < 0)
+		warnx_("broker %s: %s", mq.target, mq.why);
+	return rc;
+}
+
+/* While stdin is quiet, keep answering the broker's heartbeats. */
+static void
+wait_input(struct jsonl *r)
+{
+	while (!jsonl_pending(r)) {
+		struct pollfd p[2] = {
+			{ .fd = fileno(r->fp), .events = POLLIN },
+			{ .fd = mq_fd(&mq), .events = POLLIN },
+		};
+		struct mq_event ev;
+
+		poll(p, mq_connected(&mq) ? 2 : 1, 1000);
+		if (!mq_connected(&mq))
+			continue;
+		do {
+			mq_next_event(&mq, 0, &ev);
+			free(ev.body);
+		} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
+		if (ev.type == MQ_CLOSED)
+			debugx("broker: %s; will reconnect", mq.why);
+	}
+}
+
+static void
+add_line(struct batch *b, long lineno, const char *s, size_t n)
+{
+	struct line *l = &b->v[b->n++];
+
+	/* The line is sent as written: re-printing could round large numbers. */
+	while (n > 0 && (*s == ' ' || *s == '\t'))
+		s++, n--;
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' ||
+	    s[n - 1] == '\t'))
+		n--;
+	memset(l, 0, sizeof *l);
+	l->lineno = lineno;
+	l->len = n;
+	if ((l->body = malloc(n + 1)) == NULL)
+		die(EX_SOFTWARE, "out of memory at line %ld", lineno);
+	memcpy(l->body, s, n);
+	b->left++;
+}
+
+/* Read lines into the batch: until it is full or no more input is waiting. 1 at EOF. */
+static int
+fill(struct batch *b, struct jsonl *r)
+{
+	while (b->n < b->cap) {
+		const char *why;
+		cJSON *obj;
+		int rc;
+
+		if (b->n > 0 && !jsonl_pending(r))
+			return 0;
+		if (b->n == 0)
+			wait_input(r);
+		rc = jsonl_next(r, &obj, &why);
+		if (rc == JSONL_EOF)
+			return 1;
+		if (rc == JSONL_BAD) {
+			warn_line(r->lineno, "%s", why);
+			bad_lines++;
+			continue;
+		}
+		cJSON_Delete(obj);
+		add_line(b, r->lineno, r->buf, strlen(r->buf));
+	}
+	return 0;
+}
+
+static int
+publish_unsent(struct batch *b)
+{
+	const char *exchange = opt.exchange ? opt.exchange : "";
+	const char *key = opt.exchange ? opt.key : opt.queue;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct line *l = &b->v[i];
+
+		if (l->done || l->generation == mq.generation)
+			continue;
+		if (mq_publish(&mq, exchange, key, l->body, l->len, 0, &l->seq) < 0)
+			return -1;
+		l->generation = mq.generation;
+	}
+	return 0;
+}
+
+/* Apply an ack or nack to the lines it covers; 1 if some line must be published again. */
+static int
+settle(struct batch *b, const struct mq_event *ev)
+{
+	int again = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct line *l = &b->v[i];
+
+		if (l->done || l->generation != mq.generation)
+			continue;
+		if (l->seq != ev->tag && !(ev->multiple && l->seq < ev->tag))
+			continue;
+		if (ev->type == MQ_ACK) {
+			l->done = 1;
+			confirmed++;
+		} else if (++l->nacks >= MAX_NACKS) {
+			warn_line(l->lineno, "the broker refused it %d times; not published", l->nacks);
+			l->done = 1;
+			refused++;
+		} else {
+			l->generation = 0;
+			again = 1;
+			continue;
+		}
+		b->left--;
+	}
+	return again;
+}
+
+/* Read confirms until every line is settled: 0; 1: republish some; -1: connection lost. */
+static int
+await_confirms(struct batch *b)
+{
+	double quiet_since = now_seconds();
+
+	while (b->left > 0) {
+		struct mq_event ev;
+
+		mq_next_event(&mq, 1.0, &ev);
+		free(ev.body);
+		switch (ev.type) {
+		case MQ_ACK:
+		case MQ_NACK:
+			quiet_since = now_seconds();
+			if (settle(b, &ev))
+				return 1;
+			break;
+		case MQ_RETURN:
+			/* Its ack follows: it counts as confirmed, then is taken back at the end. */
+			if (returned++ == 0)
+				warnx_("a line was returned by the broker (%s): nothing is bound to "
+				    "exchange \"%s\" with key \"%s\"", mq.why,
+				    opt.exchange ? opt.exchange : "", opt.exchange ? opt.key : opt.queue);
+			break;
+		case MQ_CLOSED:
+			return -1;
+		default:
+			if (now_seconds() - quiet_since > opt.patience) {
+				mq_close(&mq);
+				snprintf(mq.why, sizeof mq.why, "no confirm for %g s", opt.patience);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Publish the batch until the broker confirmed every line; exits 69 if it stays away. */
+static void
+confirm_batch(struct batch *b)
+{
+	struct backoff nack_wait = BACKOFF_INIT(0.1, 2.0);
+	double lost_at = -1;
+
+	for (;;) {
+		int rc;
+
+		if (!mq_connected(&mq) && link_up(b) < 0)
+			give_up(b, "unavailable");
+		if (publish_unsent(b) < 0 || (rc = await_confirms(b)) < 0) {
+			warnx_("broker %s: %s; reconnecting to publish %zu unconfirmed lines again",
+			    mq.target, mq.why, b->left);
+			if (lost_at < 0)
+				lost_at = now_seconds();
+			else if (now_seconds() - lost_at > opt.patience)
+				give_up(b, "the connection keeps failing");
+			continue;
+		}
+		if (rc == 0)
+			return;
+		sleep_seconds(backoff_next(&nack_wait), NULL);
+	}
+}
+
+static void
+clear(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->v[i].body);
+	b->n = b->left = 0;
+}
+
+static void
+parse_options(int argc, char **argv, long *batch)
+{
+	static const struct option opts[] = {
+		{ "queue", required_argument, NULL, 'q' },
+		{ "exchange", required_argument, NULL, 'e' },
+		{ "routing-key", required_argument, NULL, 'k' },
+		{ "max-deliveries", required_argument, NULL, 'm' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "patience", required_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, queue_given = 0;
+
+	while ((c = getopt_long(argc, argv, "q:e:k:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q': opt.queue = optarg; queue_given = 1; break;
+		case 'e': opt.exchange = optarg; break;
+		case 'k': opt.key = optarg; break;
+		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
+		case 'b': *batch = option_long("--batch", optarg, 1, 65536); break;
+		case 'P': opt.patience = option_seconds("--patience", optarg, 86400); break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(0);
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc) {
+		warnx_("unexpected argument \"%s\"", argv[optind]);
+		usage(stderr, EX_USAGE);
+	}
+	if (opt.exchange != NULL && queue_given) {
+		warnx_("-q and -e exclude each other");
+		usage(stderr, EX_USAGE);
+	}
+	if ((opt.exchange == NULL) != (opt.key == NULL)) {
+		warnx_("-e EXCHANGE and -k ROUTING_KEY go together");
+		usage(stderr, EX_USAGE);
+	}
+	if (opt.exchange == NULL && (*opt.queue == '\0' || strlen(opt.queue) > 200)) {
+		warnx_("option -q: a queue name has 1 to 200 bytes");
+		usage(stderr, EX_USAGE);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct batch b = { 0 };
+	struct jsonl r;
+	long batch = 256;
+	int eof = 0;
+
+	log_init(argv[0]);
+	parse_options(argc, argv, &batch);
+	b.cap = (size_t)batch;
+	if ((b.v = calloc(b.cap, sizeof *b.v)) == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	mq_init(&mq, MQ_HEARTBEAT, 1);
+	if (link_up(&b) < 0)
+		give_up(&b, "unavailable");
+	jsonl_open(&r, stdin);
+	while (!eof) {
+		eof = fill(&b, &r);
+		if (b.n > 0)
+			confirm_batch(&b);
+		clear(&b);
+	}
+	if (ferror(stdin))
+		die(EX_IOERR, "reading standard input: %s; %ld lines before line %ld were "
+		    "confirmed", strerror(errno), confirmed, r.lineno + 1);
+	jsonl_close(&r);
+	free(b.v);
+	mq_close(&mq);
+	if (returned > 0 || refused > 0)
+		die(EX_UNAVAILABLE, "%ld lines were confirmed; %ld were returned unroutable and "
+		    "%ld refused by the broker", confirmed - returned, returned, refused);
+	return bad_lines > 0 ? EX_DATAERR : 0;
+}

@@ -1,0 +1,654 @@
+/* amqp: connecting to RabbitMQ, declaring a work queue's topology, publishing and reading frames. */
+#include "amqp.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include <amqp_tcp_socket.h>
+
+#include "config.h"
+#include "log.h"
+#include "retry.h"
+
+#define CHANNEL		1
+#define FRAME_MAX	131072
+#define CONNECT_TIMEOUT	5	/* seconds for the TCP connect */
+#define RPC_TIMEOUT	30	/* seconds for any request/reply with the broker */
+
+void
+mq_init(struct mq *m, int heartbeat, int confirms)
+{
+	char *t = config_redact_url(config_amqp_url());
+
+	memset(m, 0, sizeof *m);
+	m->heartbeat = heartbeat;
+	m->confirms = confirms;
+	snprintf(m->target, sizeof m->target, "%s", t ? t : "RABBITMQ_URL");
+	free(t);
+}
+
+int
+mq_connected(const struct mq *m)
+{
+	return m->conn != NULL;
+}
+
+static void
+fail(struct mq *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m->why, sizeof m->why, fmt, ap);
+	va_end(ap);
+}
+
+/* Forget a connection that failed: no polite close, it would only wait. */
+static void
+drop(struct mq *m)
+{
+	if (m->conn == NULL)
+		return;
+	amqp_destroy_connection(m->conn);
+	m->conn = NULL;
+}
+
+void
+mq_close(struct mq *m)
+{
+	if (m->conn == NULL)
+		return;
+	amqp_channel_close(m->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(m->conn, AMQP_REPLY_SUCCESS);
+	drop(m);
+}
+
+/* Record why a broker's close happened; answer it so the broker can finish. */
+static void
+server_closed(struct mq *m, const char *doing, amqp_method_t *method)
+{
+	if (method->id == AMQP_CONNECTION_CLOSE_METHOD) {
+		amqp_connection_close_t *c = method->decoded;
+		amqp_connection_close_ok_t ok = { 0 };
+
+		m->code = c->reply_code;
+		fail(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		amqp_send_method(m->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+	} else if (method->id == AMQP_CHANNEL_CLOSE_METHOD) {
+		amqp_channel_close_t *c = method->decoded;
+		amqp_channel_close_ok_t ok = { 0 };
+
+		m->code = c->reply_code;
+		fail(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		amqp_send_method(m->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+	} else {
+		fail(m, "%s: unexpected %s from the broker", doing, amqp_method_name(method->id));
+	}
+}
+
+/* 1 if the reply is normal; else m->why and m->code say what happened. */
+static int
+reply_ok(struct mq *m, amqp_rpc_reply_t r, const char *doing)
+{
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		return 1;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		server_closed(m, doing, &r.reply);
+		return 0;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		fail(m, "%s: %s", doing, amqp_error_string2(r.library_error));
+		return 0;
+	default:
+		fail(m, "%s: no reply from the broker", doing);
+		return 0;
+	}
+}
+
+static int
+last_ok(struct mq *m, const char *doing)
+{
+	return reply_ok(m, amqp_get_rpc_reply(m->conn), doing);
+}
+
+static amqp_table_entry_t
+entry_utf8(const char *key, const char *value)
+{
+	amqp_table_entry_t e;
+
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_UTF8;
+	e.value.value.bytes = amqp_cstring_bytes(value);
+	return e;
+}
+
+static amqp_table_entry_t
+entry_long(const char *key, long value)
+{
+	amqp_table_entry_t e;
+
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_I64;
+	e.value.value.i64 = value;
+	return e;
+}
+
+static amqp_table_entry_t
+entry_bool(const char *key, int value)
+{
+	amqp_table_entry_t e;
+
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	e.value.value.boolean = value;
+	return e;
+}
+
+/* Without these capabilities a wrong password is just a dropped socket. */
+static amqp_rpc_reply_t
+login(struct mq *m, const struct amqp_connection_info *info)
+{
+	amqp_table_entry_t caps[] = {
+		entry_bool("authentication_failure_close", 1),
+		entry_bool("consumer_cancel_notify", 1),
+		entry_bool("publisher_confirms", 1),
+	};
+	amqp_table_entry_t props[2];
+	amqp_table_t t;
+
+	props[0].key = amqp_cstring_bytes("capabilities");
+	props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+	props[0].value.value.table.num_entries = sizeof caps / sizeof caps[0];
+	props[0].value.value.table.entries = caps;
+	props[1] = entry_utf8("connection_name", progname);
+	t.num_entries = 2;
+	t.entries = props;
+	return amqp_login_with_properties(m->conn, *info->vhost ? info->vhost : "/", 0,
+	    FRAME_MAX, m->heartbeat, &t, AMQP_SASL_METHOD_PLAIN, info->user, info->password);
+}
+
+static int
+open_channel(struct mq *m)
+{
+	amqp_channel_open(m->conn, CHANNEL);
+	if (!last_ok(m, "opening a channel"))
+		return -1;
+	if (m->confirms) {
+		amqp_confirm_select(m->conn, CHANNEL);
+		if (!last_ok(m, "turning on publisher confirms"))
+			return -1;
+	}
+	m->next_seq = 1;
+	return 0;
+}
+
+static int
+open_socket(struct mq *m, const struct amqp_connection_info *info)
+{
+	struct timeval connect_tv = { CONNECT_TIMEOUT, 0 }, rpc_tv = { RPC_TIMEOUT, 0 };
+	amqp_socket_t *s;
+	int rc;
+
+	if ((m->conn = amqp_new_connection()) == NULL || (s = amqp_tcp_socket_new(m->conn)) == NULL)
+		die(EX_SOFTWARE, "out of memory creating an AMQP connection");
+	rc = amqp_socket_open_noblock(s, info->host, info->port, &connect_tv);
+	if (rc != AMQP_STATUS_OK) {
+		fail(m, "cannot connect to %s: %s", m->target, amqp_error_string2(rc));
+		return -1;
+	}
+	amqp_set_rpc_timeout(m->conn, &rpc_tv);
+	return 0;
+}
+
+int
+mq_connect(struct mq *m)
+{
+	struct amqp_connection_info info;
+	char *url = strdup(config_amqp_url());	/* amqp_parse_url writes into its argument */
+	int rc = -1;
+
+	if (url == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	m->code = 0;
+	m->permanent = 0;
+	drop(m);
+	if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || info.ssl) {
+		fail(m, "RABBITMQ_URL %s is not an amqp://user:pass@host:port/vhost URL", m->target);
+		m->permanent = 1;
+		goto out;
+	}
+	if (open_socket(m, &info) < 0)
+		goto out;
+	if (!reply_ok(m, login(m, &info), "logging in")) {
+		/* ACCESS_REFUSED, NOT_ALLOWED (vhost): retrying cannot help. */
+		m->permanent = m->code == AMQP_ACCESS_REFUSED || m->code == AMQP_NOT_ALLOWED;
+		goto out;
+	}
+	if (open_channel(m) < 0)
+		goto out;
+	m->generation++;
+	rc = 0;
+out:
+	if (rc < 0)
+		drop(m);
+	free(url);
+	return rc;
+}
+
+int
+mq_connect_retry(struct mq *m, double patience, volatile int *stop)
+{
+	struct backoff b = BACKOFF_INIT(0.2, 5.0);
+	double deadline = now_seconds() + patience;
+	int warned = 0;
+
+	for (;;) {
+		double left = deadline - now_seconds(), d;
+
+		if (mq_connect(m) == 0) {
+			if (warned)
+				warnx_("broker %s: connected again", m->target);
+			return 0;
+		}
+		if (m->permanent) {
+			warnx_("broker %s: %s", m->target, m->why);
+			return -1;
+		}
+		if ((patience >= 0 && left <= 0) || (stop != NULL && *stop)) {
+			warnx_("broker %s unavailable (gave up after %g s): %s", m->target,
+			    patience, m->why);
+			return -1;
+		}
+		if (!warned++)
+			warnx_("broker: %s; retrying", m->why);
+		else
+			debugx("broker: %s; retrying", m->why);
+		d = backoff_next(&b);
+		sleep_seconds(patience >= 0 && d > left ? left : d, stop);
+	}
+}
+
+/* The arguments that make Q a quorum queue that dead-letters poison messages to Q.dead. */
+static int
+declare_main(struct mq *m, const struct mq_topology *t, const char *dead, int passive)
+{
+	amqp_table_entry_t e[] = {
+		entry_utf8("x-queue-type", "quorum"),
+		/* RabbitMQ counts returns, not deliveries: N deliveries allow N-1 returns. */
+		entry_long("x-delivery-limit", t->max_deliveries - 1),
+		entry_utf8("x-dead-letter-exchange", ""),
+		entry_utf8("x-dead-letter-routing-key", dead),
+		entry_utf8("x-dead-letter-strategy", "at-least-once"),
+		entry_utf8("x-overflow", "reject-publish"),
+	};
+	amqp_table_t args = { (int)(sizeof e / sizeof e[0]), e };
+
+	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(t->queue), passive, 1, 0, 0,
+	    passive ? amqp_empty_table : args);
+	return last_ok(m, "declaring the queue") ? 0 : -1;
+}
+
+static int
+declare_dead(struct mq *m, const char *dead)
+{
+	amqp_table_entry_t e[] = { entry_utf8("x-queue-type", "quorum") };
+	amqp_table_t args = { 1, e };
+
+	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(dead), 0, 1, 0, 0, args);
+	return last_ok(m, "declaring the dead-letter queue") ? 0 : -1;
+}
+
+/* A delay queue: messages wait ttl ms, then expire back into Q, never dropped. */
+static int
+declare_retry(struct mq *m, const char *retry, const char *back, long ttl)
+{
+	amqp_table_entry_t e[] = {
+		entry_utf8("x-queue-type", "quorum"),
+		entry_long("x-message-ttl", ttl),
+		entry_utf8("x-dead-letter-exchange", ""),
+		entry_utf8("x-dead-letter-routing-key", back),
+		entry_utf8("x-dead-letter-strategy", "at-least-once"),
+		entry_utf8("x-overflow", "reject-publish"),
+	};
+	amqp_table_t args = { (int)(sizeof e / sizeof e[0]), e };
+
+	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(retry), 0, 1, 0, 0, args);
+	return last_ok(m, "declaring the retry queue") ? 0 : -1;
+}
+
+/* Turn a failed declaration into -1 (try again later) or -2 (an operator must act). */
+static int
+declare_failed(struct mq *m, const char *queue)
+{
+	char why[sizeof m->why];
+
+	snprintf(why, sizeof why, "%s", m->why);
+	drop(m);
+	if (m->code != AMQP_PRECONDITION_FAILED && m->code != AMQP_ACCESS_REFUSED)
+		return -1;
+	m->permanent = 1;
+	if (m->code == AMQP_ACCESS_REFUSED)
+		fail(m, "queue %s: %s", queue, why);
+	else
+		fail(m, "queue %s exists with other arguments (%s); declare it the same way "
+		    "(same --max-deliveries) or, once it is drained, delete it "
+		    "(rabbitmqctl delete_queue %s)", queue, why, queue);
+	return -2;
+}
+
+/* Reopen the channel after the broker closed it (a passive declare of a missing queue). */
+static int
+reopen_channel(struct mq *m)
+{
+	if (m->code != AMQP_NOT_FOUND)
+		return -1;
+	if (open_channel(m) < 0) {
+		drop(m);
+		return -1;
+	}
+	return 0;
+}
+
+int
+mq_declare(struct mq *m, const struct mq_topology *t)
+{
+	size_t n = strlen(t->queue) + 32;
+	char *dead = malloc(n), *retry = malloc(n);
+	int rc = 0;
+
+	if (dead == NULL || retry == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	snprintf(dead, n, "%s.dead", t->queue);
+	snprintf(retry, n, "%s.retry.%ld", t->queue, t->retry_ms);
+	if (m->conn == NULL) {
+		fail(m, "not connected");
+		rc = -1;
+	} else if (t->if_absent && declare_main(m, t, dead, 1) == 0) {
+		/* It exists: whoever made it chose its arguments. */
+	} else if (t->if_absent && reopen_channel(m) < 0) {
+		rc = declare_failed(m, t->queue);
+	} else if (declare_dead(m, dead) < 0) {
+		rc = declare_failed(m, dead);
+	} else if (declare_main(m, t, dead, 0) < 0) {
+		rc = declare_failed(m, t->queue);
+	} else if (t->retry_ms >= 0 && declare_retry(m, retry, t->queue, t->retry_ms) < 0) {
+		rc = declare_failed(m, retry);
+	}
+	free(dead);
+	free(retry);
+	return rc;
+}
+
+int
+mq_check_exchange(struct mq *m, const char *exchange)
+{
+	if (m->conn == NULL) {
+		fail(m, "not connected");
+		return -1;
+	}
+	amqp_exchange_declare(m->conn, CHANNEL, amqp_cstring_bytes(exchange),
+	    amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
+	if (last_ok(m, "checking the exchange"))
+		return 0;
+	drop(m);
+	if (m->code != AMQP_NOT_FOUND && m->code != AMQP_ACCESS_REFUSED)
+		return -1;
+	m->permanent = 1;
+	fail(m, "exchange \"%s\" does not exist (or is not ours to use); declare it and "
+	    "its bindings first", exchange);
+	return -2;
+}
+
+int
+mq_publish(struct mq *m, const char *exchange, const char *key, const char *body, size_t len,
+    long attempts, uint64_t *seq)
+{
+	amqp_table_entry_t h[] = { entry_long("x-attempts", attempts) };
+	amqp_basic_properties_t p;
+	amqp_bytes_t b = { len, (void *)body };
+	int rc;
+
+	if (m->conn == NULL) {
+		fail(m, "not connected");
+		return -1;
+	}
+	memset(&p, 0, sizeof p);
+	p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+	p.content_type = amqp_cstring_bytes("application/json");
+	p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+	if (attempts > 0) {
+		p._flags |= AMQP_BASIC_HEADERS_FLAG;
+		p.headers.num_entries = 1;
+		p.headers.entries = h;
+	}
+	rc = amqp_basic_publish(m->conn, CHANNEL, amqp_cstring_bytes(exchange),
+	    amqp_cstring_bytes(key), 1, 0, &p, b);
+	if (rc != AMQP_STATUS_OK) {
+		fail(m, "publishing: %s", amqp_error_string2(rc));
+		drop(m);
+		return -1;
+	}
+	*seq = m->next_seq++;
+	return 0;
+}
+
+int
+mq_consume(struct mq *m, const char *queue, int prefetch)
+{
+	amqp_basic_consume_ok_t *ok;
+
+	if (m->conn == NULL) {
+		fail(m, "not connected");
+		return -1;
+	}
+	amqp_basic_qos(m->conn, CHANNEL, 0, (uint16_t)prefetch, 0);
+	if (!last_ok(m, "setting the prefetch count")) {
+		drop(m);
+		return -1;
+	}
+	ok = amqp_basic_consume(m->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes,
+	    0, 0, 0, amqp_empty_table);
+	if (!last_ok(m, "subscribing to the queue")) {
+		drop(m);
+		return -1;
+	}
+	m->consumer_tag_len = ok->consumer_tag.len < sizeof m->consumer_tag ?
+	    ok->consumer_tag.len : sizeof m->consumer_tag;
+	memcpy(m->consumer_tag, ok->consumer_tag.bytes, m->consumer_tag_len);
+	return 0;
+}
+
+/* The reply (cancel-ok) is read, and ignored, by mq_next_event: deliveries may precede it. */
+int
+mq_cancel(struct mq *m)
+{
+	amqp_basic_cancel_t c = { 0 };
+	int rc;
+
+	if (m->conn == NULL)
+		return -1;
+	c.consumer_tag.bytes = m->consumer_tag;
+	c.consumer_tag.len = m->consumer_tag_len;
+	rc = amqp_send_method(m->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &c);
+	if (rc != AMQP_STATUS_OK) {
+		fail(m, "cancelling the consumer: %s", amqp_error_string2(rc));
+		drop(m);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+sent(struct mq *m, int rc, const char *doing)
+{
+	if (rc == AMQP_STATUS_OK)
+		return 0;
+	fail(m, "%s: %s", doing, amqp_error_string2(rc));
+	drop(m);
+	return -1;
+}
+
+int
+mq_ack(struct mq *m, uint64_t tag)
+{
+	if (m->conn == NULL)
+		return -1;
+	return sent(m, amqp_basic_ack(m->conn, CHANNEL, tag, 0), "acknowledging a message");
+}
+
+int
+mq_reject(struct mq *m, uint64_t tag, int requeue)
+{
+	if (m->conn == NULL)
+		return -1;
+	return sent(m, amqp_basic_reject(m->conn, CHANNEL, tag, requeue), "rejecting a message");
+}
+
+static long
+header_attempts(const amqp_basic_properties_t *p)
+{
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+		return 0;
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		const amqp_field_value_t *v = &e->value;
+
+		if (e->key.len != 10 || memcmp(e->key.bytes, "x-attempts", 10) != 0)
+			continue;
+		switch (v->kind) {
+		case AMQP_FIELD_KIND_I8: return v->value.i8;
+		case AMQP_FIELD_KIND_U8: return v->value.u8;
+		case AMQP_FIELD_KIND_I16: return v->value.i16;
+		case AMQP_FIELD_KIND_U16: return v->value.u16;
+		case AMQP_FIELD_KIND_I32: return v->value.i32;
+		case AMQP_FIELD_KIND_U32: return (long)v->value.u32;
+		case AMQP_FIELD_KIND_I64: return (long)v->value.i64;
+		default: return 0;
+		}
+	}
+	return 0;
+}
+
+/* Read the header and body frames that follow a deliver or return method. */
+static int
+read_content(struct mq *m, struct mq_event *ev)
+{
+	amqp_message_t msg;
+
+	if (!reply_ok(m, amqp_read_message(m->conn, CHANNEL, &msg, 0), "reading a message")) {
+		drop(m);
+		ev->type = MQ_CLOSED;
+		return 0;
+	}
+	ev->len = msg.body.len;
+	if ((ev->body = malloc(ev->len + 1)) == NULL)
+		die(EX_SOFTWARE, "out of memory reading a message of %zu bytes", ev->len);
+	if (ev->len > 0)
+		memcpy(ev->body, msg.body.bytes, ev->len);
+	ev->body[ev->len] = '\0';
+	ev->attempts = header_attempts(&msg.properties);
+	amqp_destroy_message(&msg);
+	return 0;
+}
+
+static int
+method_event(struct mq *m, amqp_method_t *method, struct mq_event *ev)
+{
+	switch (method->id) {
+	case AMQP_BASIC_ACK_METHOD: {
+		amqp_basic_ack_t *a = method->decoded;
+
+		ev->type = MQ_ACK;
+		ev->tag = a->delivery_tag;
+		ev->multiple = a->multiple;
+		return 0;
+	}
+	case AMQP_BASIC_NACK_METHOD: {
+		amqp_basic_nack_t *n = method->decoded;
+
+		ev->type = MQ_NACK;
+		ev->tag = n->delivery_tag;
+		ev->multiple = n->multiple;
+		return 0;
+	}
+	case AMQP_BASIC_DELIVER_METHOD: {
+		amqp_basic_deliver_t *d = method->decoded;
+
+		ev->type = MQ_DELIVERY;
+		ev->tag = d->delivery_tag;
+		ev->redelivered = d->redelivered;
+		return read_content(m, ev);
+	}
+	case AMQP_BASIC_RETURN_METHOD: {
+		amqp_basic_return_t *r = method->decoded;
+
+		fail(m, "%.*s", (int)r->reply_text.len, (char *)r->reply_text.bytes);
+		ev->type = MQ_RETURN;
+		return read_content(m, ev);
+	}
+	case AMQP_BASIC_CANCEL_METHOD:
+		ev->type = MQ_CANCELLED;
+		return 0;
+	case AMQP_CHANNEL_CLOSE_METHOD:
+	case AMQP_CONNECTION_CLOSE_METHOD:
+		server_closed(m, "the broker closed the connection", method);
+		drop(m);
+		ev->type = MQ_CLOSED;
+		return 0;
+	default:
+		/* consume-ok, cancel-ok, connection.blocked...: nothing to do. */
+		ev->type = MQ_NONE;
+		return 0;
+	}
+}
+
+int
+mq_next_event(struct mq *m, double timeout, struct mq_event *ev)
+{
+	struct timeval tv;
+	amqp_frame_t f;
+	int rc;
+
+	memset(ev, 0, sizeof *ev);
+	if (m->conn == NULL) {
+		ev->type = MQ_CLOSED;
+		return 0;
+	}
+	/* Frames of earlier events live in rabbitmq-c's pools until released here. */
+	amqp_maybe_release_buffers(m->conn);
+	tv.tv_sec = (time_t)timeout;
+	tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+	rc = amqp_simple_wait_frame_noblock(m->conn, &f, &tv);
+	if (rc == AMQP_STATUS_TIMEOUT) {
+		ev->type = MQ_NONE;
+		return 0;
+	}
+	if (rc != AMQP_STATUS_OK) {
+		fail(m, "connection lost: %s", amqp_error_string2(rc));
+		drop(m);
+		ev->type = MQ_CLOSED;
+		return 0;
+	}
+	if (f.frame_type != AMQP_FRAME_METHOD) {
+		fail(m, "connection lost: unexpected frame type %d", f.frame_type);
+		drop(m);
+		ev->type = MQ_CLOSED;
+		return 0;
+	}
+	return method_event(m, &f.payload.method, ev);
+}
+
+int
+mq_buffered(struct mq *m)
+{
+	return m->conn != NULL && (amqp_frames_enqueued(m->conn) || amqp_data_in_buffer(m->conn));
+}
+
+int
+mq_fd(struct mq *m)
+{
+	return m->conn != NULL ? amqp_get_sockfd(m->conn) : -1;
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# amqp-consume feeds one child, acks on its answers, retries, dead-letters poison, stops cleanly.
+. "$(dirname "$0")/lib.sh"
+
+Q=$QUEUE_PREFIX.orders
+publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
+	local q=$1 first=$2 last=$3; shift 3
+	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
+}
+
+test_expect_success 'each message is answered in order, the answers are copied out, the queue ends empty' '
+	publish_n $Q.a 1 200 &&
+	amqp-consume -q $Q.a --idle-exit 1 -- jq -c --unbuffered "{order_id: .n, status: \"success\"}" >out.txt 2>err.txt &&
+	expect_eq 200 "$(lines out.txt)" "answers" &&
+	expect_eq "$(seq 1 200 | xargs)" "$(jq .order_id out.txt | xargs)" "answer order" &&
+	test ! -s err.txt &&
+	drain $Q.a >left && expect_eq 0 "$(lines left)" "messages left"
+'
+
+test_expect_success 'a "retry" answer brings the message back after --retry-delay, then it succeeds' '
+	cat >child <<-\EOF &&
+	#!/bin/sh
+	while read -r line; do
+		n=$(echo "$line" | jq .n)
+		date +%s.%N >>"seen.$n"
+		if [ "$n" = 2 ] && [ ! -e marker ]; then
+			touch marker; echo "{\"n\":$n,\"status\":\"retry\"}"
+		else
+			echo "{\"n\":$n,\"status\":\"success\"}"
+		fi
+	done
+	EOF
+	chmod +x child && publish_n $Q.r 1 3 &&
+	amqp-consume -q $Q.r --retry-delay 0.5 --idle-exit 1.5 -- ./child >out.txt &&
+	expect_eq "1 success 2 retry 3 success 2 success" "$(jq -r "\"\(.n) \(.status)\"" out.txt | xargs)" &&
+	awk "NR == 1 { t = \$1 } NR == 2 { exit !(\$1 - t >= 0.45) }" seen.2 &&
+	rabbitmqctl list_queues -q --no-table-headers name | grep -qx "$Q.r.retry.500" &&
+	drain $Q.r --retry-delay 0.5 >left && expect_eq 0 "$(lines left)" "messages left"
+'
+
+test_expect_success 'a message that is not a JSON object line goes to Q.dead; the others are processed' '
+	publish_n $Q.bad 1 2 &&
+	publish_raw $Q.bad "not json" &&
+	publish_n $Q.bad 3 4 &&
+	amqp-consume -q $Q.bad --idle-exit 1 -- jq -c --unbuffered "{n, status: \"success\"}" >out.txt 2>err.txt &&
+	expect_eq "1 2 3 4" "$(jq .n out.txt | xargs)" &&
+	expect_grep "dead-lettered to $Q.bad.dead" err.txt &&
+	wait_depth $Q.bad.dead 1
+'
+
+test_expect_success 'a message that kills the child every time ends in Q.dead after --max-deliveries' '
+	cat >child <<-\EOF &&
+	#!/bin/sh
+	while read -r line; do
+		n=$(echo "$line" | jq .n)
+		echo "$n" >>seen
+		[ "$n" = 3 ] && exit 3
+		echo "{\"n\":$n,\"status\":\"success\"}"
+	done
+	EOF
+	chmod +x child && publish_n $Q.poison 1 6 --max-deliveries 3 &&
+	amqp-consume -q $Q.poison --max-deliveries 3 --idle-exit 1.5 -- ./child >out.txt 2>err.txt &&
+	expect_eq "1 2 4 5 6" "$(jq .n out.txt | sort -n | xargs)" "answered" &&
+	expect_eq 3 "$(grep -cx 3 seen)" "deliveries of the poison message" &&
+	expect_grep "child exited with status 3" err.txt &&
+	wait_depth $Q.poison.dead 1 &&
+	drain $Q.poison --max-deliveries 3 >left && expect_eq 0 "$(lines left)" "messages left"
+'
+
+test_expect_success 'SIGTERM under load: exit 0, every message either answered and acked or still queued' '
+	publish_n $Q.term 1 2000 &&
+	cat >child <<-\EOF &&
+	#!/bin/sh
+	while read -r line; do sleep 0.002; printf "%s\n" "$line"; done
+	EOF
+	chmod +x child
+	amqp-consume -q $Q.term -p 100 -- ./child >out.txt 2>err.txt &
+	pid=$! && sleep 1.5 && kill -TERM $pid && wait $pid &&
+	drain $Q.term >left &&
+	test "$(lines out.txt)" -gt 0 && test "$(lines left)" -gt 0 &&
+	expect_eq 2000 "$(($(lines out.txt) + $(lines left)))" "answered + left" &&
+	expect_eq 2000 "$(cat out.txt left | jq .n | sort -un | wc -l)" "distinct"
+'
+
+test_expect_success 'SIGTERM with nothing to do exits 0 at once' '
+	publish_n $Q.idle 1 0
+	amqp-consume -q $Q.idle -- cat >out.txt 2>err.txt &
+	pid=$! && sleep 1 && kill -TERM $pid && wait $pid && test ! -s out.txt
+'
+
+test_expect_code 69 'a child that dies before reading anything: exit 69, no message dead-lettered' '
+	publish_n $Q.false 1 5 &&
+	amqp-consume -q $Q.false --idle-exit 5 -- false 2>err.txt; rc=$?
+	expect_grep "giving up" err.txt &&
+	drain $Q.false >left && expect_eq 5 "$(lines left)" "messages still queued" &&
+	exit $rc
+'
+
+test_expect_code 69 'a command that cannot be run: exit 69 and no message is taken' '
+	publish_n $Q.none 1 1 &&
+	amqp-consume -q $Q.none -- ./no-such-command 2>err.txt; rc=$?
+	expect_grep "cannot run ./no-such-command" err.txt &&
+	drain $Q.none >left && expect_eq 1 "$(lines left)" "messages still queued" &&
+	exit $rc
+'
+
+test_expect_code 69 'declaring the queue with other arguments is refused with a hint, exit 69' '
+	publish_n $Q.args 1 1 --max-deliveries 5 &&
+	amqp-consume -q $Q.args --max-deliveries 2 --idle-exit 1 -- cat 2>err.txt; rc=$?
+	expect_grep "queue $Q.args exists with other arguments" err.txt &&
+	expect_grep "rabbitmqctl delete_queue $Q.args" err.txt && exit $rc
+'
+
+for args in "--bogus -- cat" "-p 0 -- cat" "-p x -- cat" "--retry-delay -1 -- cat" \
+	"--max-deliveries 0 -- cat" "--idle-exit x -- cat" "-q a"; do
+	test_expect_code 64 "amqp-consume $args is a usage error (64, a message on stderr)" "
+		amqp-consume $args </dev/null >out.txt 2>err.txt; rc=\$?
+		test ! -s out.txt && expect_grep \"^amqp-consume: \" err.txt && exit \$rc
+	"
+done
+
+test_expect_code 64 'amqp-consume with an empty queue name is a usage error' '
+	amqp-consume -q "" -- cat </dev/null >out.txt 2>err.txt; rc=$?
+	test ! -s out.txt && expect_grep "queue name" err.txt && exit $rc
+'
+
+test_expect_success 'amqp-consume --help prints the usage on stdout and exits 0' '
+	amqp-consume --help >out.txt && expect_grep "^usage: amqp-consume" out.txt
+'
+
+test_done
