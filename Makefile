@@ -58,7 +58,7 @@ deps:
 
 # The suite starts its own PostgreSQL and RabbitMQ under var/ and stops them.
 check: deps all
-	scripts/check $(UNITS)
+	scripts/check
 
 demo: deps all
 	scripts/demo

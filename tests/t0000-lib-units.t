@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The C unit tests of src/lib pass (each prints TAP; a "not ok" or a crash fails here).
+. "$(dirname "$0")/lib.sh"
+flavour=$(cat "$TOP/build/.flavour")
+for t in "$TOP/$flavour"/unit/*; do
+	test_expect_success "unit tests $(basename "$t") pass" '
+		"$t" >u.out 2>&1; rc=$?; cat u.out; test $rc = 0 && ! grep -q "^not ok" u.out && grep -q "^1\.\." u.out
+	'
+done
+test_done
