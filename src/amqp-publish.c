@@ -74,7 +74,10 @@ link_up(const struct batch *b)
 	int rc;
 
 	do {
-		if (mq_connect_retry(&mq, deadline - now_seconds(), NULL) < 0)
+		double left = deadline - now_seconds();
+
+		/* A negative patience would mean "forever" to mq_connect_retry. */
+		if (mq_connect_retry(&mq, left > 0 ? left : 0, NULL) < 0)
 			return -1;
 		rc = opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t);
 		if (rc == -2)
