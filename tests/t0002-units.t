@@ -32,6 +32,16 @@ test_expect_success 'each timer starts a service that exists' '
 	for t in stock-sync order-sweep; do test -s "$SD/$t.service" || fail "$t.timer has no $t.service"; done
 '
 
+test_expect_success 'every man page a unit names in Documentation= is in man/man1' '
+	for u in $UNITS; do
+		for m in $(sed -n "s/^Documentation=//p" "$SD/$u"); do
+			case $m in man:*) ;; *) continue ;; esac
+			page=${m#man:} && page=${page%(1)}
+			test -s "$TOP/man/man1/$page.1" || fail "$u: no man/man1/$page.1"
+		done
+	done
+'
+
 test_expect_success 'the worker stops gracefully: SIGTERM to amqp-consume alone, a stop timeout, restarted always' '
 	u=$SD/order-worker.service &&
 	expect_grep "^ExecStart=/usr/local/bin/amqp-consume -q orders -- /usr/local/bin/fulfil" "$u" &&
