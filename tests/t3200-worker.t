@@ -4,16 +4,16 @@
 
 Q=$QUEUE_PREFIX.orders
 # One vendor per case, so each case's vendor counts are its own.
-for v in happy flaky dup bad; do
+for v in happy flaky dup bad lost; do
 	awk -v v="$v" 'BEGIN { printf "["; for (i = 1; i <= 5; i++)
 		printf "%s{\"sku\":\"%s-%d\",\"quantity\":1000}", (i > 1 ? "," : ""), v, i; print "]" }' >"$TRASH/$v.json"
 done
 echo '[{"sku":"refuse-1","quantity":0}]' >"$TRASH/refuse.json"
 start_vendor_mock --vendor happy="$TRASH/happy.json" --vendor flaky="$TRASH/flaky.json" \
-	--vendor dup="$TRASH/dup.json" --vendor bad="$TRASH/bad.json" \
+	--vendor dup="$TRASH/dup.json" --vendor bad="$TRASH/bad.json" --vendor lost="$TRASH/lost.json" \
 	--vendor refuse="$TRASH/refuse.json" --fail-rate flaky=0.3 || exit 1
 # Our stock is the vendors' own, synced the way cron does it (the flaky vendor needs patience).
-XDG_RUNTIME_DIR=$TRASH sync-stock --retries 20 happy flaky dup bad >/dev/null || exit 1
+XDG_RUNTIME_DIR=$TRASH sync-stock --retries 20 happy flaky dup bad lost >/dev/null || exit 1
 
 stat() { curl -s "$VENDOR_BASE_URL/_stats" | jq -r --arg v "$1" --arg f "$2" '.vendors[$v][$f]'; }
 count() { sql "SELECT count(*) FROM orders WHERE vendor = '$1' AND status = '$2'"; }
@@ -125,6 +125,19 @@ test_expect_success 'a message that is not JSON goes to the dead-letter queue; t
 	expect_eq 10 "$(stat bad orders_accepted)" "orders accepted" &&
 	expect_grep "dead-lettered to $Q.dead" b.err &&
 	wait_depth "$Q.dead" 1 && wait_depth "$Q" 0
+'
+
+test_expect_success 'orders whose publish was lost are sent again by the order-sweep unit, then fulfilled' '
+	requests lost 20 >l.req && place l &&
+	sql "UPDATE orders SET updated_at = now() - interval '"'2 minutes'"' WHERE vendor = '"'lost'"'" &&
+	# The unit'"'"'s own command, its installed paths mapped into the tree, its queue ours.
+	cmd=$(sed -n "s/^ExecStart=//p" "$TOP/scripts/systemd/order-sweep.service" |
+		sed -e "s#/usr/local/bin/#$TOP/bin/#g" -e "s#-q orders#-q $Q#") &&
+	expect_grep "order-sweep --older-than 60 |" <(echo "$cmd") &&
+	eval "$cmd" >sweep.out 2>sweep.err &&
+	wait_depth "$Q" 20 && work l &&
+	expect_eq 20 "$(count lost success)" "success orders" &&
+	expect_eq 20 "$(stat lost orders_accepted)" "orders accepted"
 '
 
 test_expect_success 'nothing is left pending, and no reservation exceeds its stock' '
