@@ -5,12 +5,13 @@
 Q=$QUEUE_PREFIX.orders
 N=2000
 # Vendors slow enough (50 ms a request) that a kill lands in the middle of the run.
-for v in kill term; do
+for v in kill term group; do
 	awk -v v="$v" 'BEGIN { printf "["; for (i = 1; i <= 5; i++)
 		printf "%s{\"sku\":\"%s-%d\",\"quantity\":100000}", (i > 1 ? "," : ""), v, i; print "]" }' >"$TRASH/$v.json"
 done
-start_vendor_mock --vendor kill="$TRASH/kill.json" --vendor term="$TRASH/term.json" --latency 50 || exit 1
-XDG_RUNTIME_DIR=$TRASH sync-stock kill term >/dev/null || exit 1
+start_vendor_mock --vendor kill="$TRASH/kill.json" --vendor term="$TRASH/term.json" \
+	--vendor group="$TRASH/group.json" --latency 50 || exit 1
+XDG_RUNTIME_DIR=$TRASH sync-stock kill term group >/dev/null || exit 1
 
 stat() { curl -s "$VENDOR_BASE_URL/_stats" | jq -r --arg v "$1" --arg f "$2" '.vendors[$v][$f]'; }
 count() { sql "SELECT count(*) FROM orders WHERE vendor = '$1' AND status = '$2'"; }
@@ -102,6 +103,18 @@ test_expect_success 'SIGTERM under load: exit 0 with every order it touched answ
 	amqp-consume -q "$Q.term" -p 20 --idle-exit 3 -- fulfil >run2 2>err2 &&
 	expect_eq $((N - answered)) "$(lines run2)" "answers of the second run" &&
 	ended_once term run1 run2
+'
+
+test_expect_success 'SIGTERM to fulfil as well (systemd without KillMode=mixed): exit 0, nothing lost' '
+	place_and_publish group
+	amqp-consume -q "$Q.group" -p 20 -- fulfil >run1 2>err1 &
+	worker=$!
+	child=$(child_of $worker) && await_lines run1 300 &&
+	kill -TERM $worker $child && status=0 && wait $worker || status=$?
+	expect_eq 0 $status "amqp-consume exit status after SIGTERM" &&
+	left=$(count group pending) && test "$left" -gt 0 || fail "the run was over before SIGTERM" &&
+	amqp-consume -q "$Q.group" -p 20 --idle-exit 3 -- fulfil >run2 2>err2 &&
+	ended_once group run1 run2
 '
 
 test_done
