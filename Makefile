@@ -69,6 +69,7 @@ bench: deps all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(addprefix bin/,$(PROGS)) $(DESTDIR)$(PREFIX)/bin
+	install -m 755 scripts/sync-stock $(DESTDIR)$(PREFIX)/bin
 	install -m 644 man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
 
 lint-man:

@@ -74,7 +74,7 @@ lines() { wc -l < "$1" | tr -d ' '; }
 if [ -z "${OA_SERVICES_ENV:-}" ]; then
 	export OA_VAR="$TOP/var/t.$$"
 	on_exit "'$TOP/scripts/services' destroy"
-	"$TOP/scripts/services" start >/dev/null || exit 1
+	"$TOP/scripts/services" start >/dev/null || { echo "Bail out! scripts/services could not start PostgreSQL and RabbitMQ under $OA_VAR"; exit 1; }
 	OA_SERVICES_ENV=$OA_VAR/env
 	. "$OA_SERVICES_ENV"
 	"$TOP/bin/db-migrate" 2>/dev/null || exit 1
