@@ -25,7 +25,7 @@
  * Answers are written in input order only after the commit.
  */
 
-#define BATCH_MAX 64
+#define BATCH_MAX 256
 #define REDO_MAX 5		/* times a batch is redone after a deadlock or a lost connection */
 #define ORDER_ID_MAX 9007199254740991LL
 
@@ -76,6 +76,12 @@ static const char *const MARK_SUCCESS =
 	"UPDATE orders SET status = 'success', reason = NULL, fulfilled_at = now(),"
 	" updated_at = now(), attempts = attempts + 1"
 	" WHERE id = $1 AND status = 'pending' RETURNING attempts";
+
+/* Every success of a batch in one statement: successes are the common case. */
+static const char *const MARK_SUCCESSES =
+	"UPDATE orders SET status = 'success', reason = NULL, fulfilled_at = now(),"
+	" updated_at = now(), attempts = attempts + 1"
+	" WHERE id = ANY($1::bigint[]) AND status = 'pending' RETURNING id, attempts";
 
 /* The release happens only if this statement is what failed the order. */
 static const char *const MARK_FAILED =
@@ -370,13 +376,62 @@ record(struct job *j)
 	return changed ? 0 : settled_elsewhere(j, id);
 }
 
+/*
+ * Record the batch's successes in one statement; a success whose order was
+ * no longer pending (a duplicate fulfil won) answers what the order is now.
+ */
+static int
+record_successes(struct job *jobs, size_t n)
+{
+	char *ids = malloc(n * 24 + 3), *p = ids, id[24];
+	const char *params[1] = { ids };
+	PGresult *r;
+
+	if (ids == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].verdict == V_SUCCESS)
+			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
+	strcpy(p, "}");
+	if (p - ids == 1) {
+		free(ids);
+		return 0;
+	}
+	r = run("recording the vendors' acceptances", MARK_SUCCESSES, 1, params);
+	free(ids);
+	if (r == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].verdict == V_SUCCESS)
+			jobs[i].answer_attempts = -1;
+	for (int row = 0; row < PQntuples(r); row++) {
+		long long oid = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+
+		for (size_t i = 0; i < n; i++)
+			if (jobs[i].verdict == V_SUCCESS && jobs[i].bad == NULL && jobs[i].id == oid)
+				jobs[i].answer_attempts = strtol(PQgetvalue(r, row, 1), NULL, 10);
+	}
+	PQclear(r);
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].verdict != V_SUCCESS || jobs[i].answer_attempts >= 0)
+			continue;
+		snprintf(id, sizeof id, "%lld", jobs[i].id);
+		if (settled_elsewhere(&jobs[i], id) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 commit_batch(struct job *jobs, size_t n)
 {
 	if (command("beginning the batch", "BEGIN") < 0)
 		return -1;
+	if (record_successes(jobs, n) < 0)
+		return -1;
 	for (size_t i = 0; i < n; i++) {
-		if (jobs[i].verdict == V_NONE)
+		if (jobs[i].verdict == V_NONE || jobs[i].verdict == V_SUCCESS)
 			continue;
 		if (record(&jobs[i]) < 0)
 			return -1;
