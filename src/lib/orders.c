@@ -376,6 +376,7 @@ find_keyed(struct attempt *a, const size_t *want, size_t nwant)
 			placed(&a->res[i], &a->rq[i], atoll(PQgetvalue(r, row, 1)),
 			    PQgetvalue(r, row, 2), atoll(PQgetvalue(r, row, 3)),
 			    PQgetvalue(r, row, 4), PQgetvalue(r, row, 5));
+			a->res[i].existing = 1;
 		}
 	PQclear(r);
 	return RUN_OK;
@@ -572,6 +573,7 @@ copy_repeats(struct attempt *a)
 		a->res[i].status = xstrdup(o->status);
 		a->res[i].error = o->error;
 		a->res[i].key = xstrdup(a->rq[i].key);
+		a->res[i].existing = o->status != NULL && strcmp(o->status, "rejected") != 0;
 	}
 }
 

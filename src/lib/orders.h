@@ -38,6 +38,7 @@ struct order_result {
 	char *status;
 	const char *error;	/* "insufficient_stock", "unknown_sku", "invalid_request" */
 	char *key;
+	int existing;		/* an earlier order found again by its key, not placed now */
 };
 
 enum {

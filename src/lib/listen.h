@@ -1,0 +1,16 @@
+/* listen: ADDR:PORT options and the readiness line of the HTTP servers. */
+#ifndef OA_LISTEN_H
+#define OA_LISTEN_H
+
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+/* Parse ADDR:PORT (a name, IPv4, or [IPv6]) for option `opt`; exit 64 when bad. */
+void listen_parse(const char *opt, const char *arg, struct sockaddr_storage *ss, socklen_t *sslen);
+/* The port of ss, host order. */
+unsigned listen_port(const struct sockaddr_storage *ss);
+/* Print {"listening":"ADDR:PORT"} with the port actually bound, and flush (exit 74 if not). */
+void listen_announce(struct MHD_Daemon *d, const struct sockaddr_storage *ss, socklen_t sslen);
+
+#endif

@@ -1,0 +1,938 @@
+/* order-api: the seed's HTTP front: POST /order places orders in shared batches, GET reads them and stock. */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "lib/amqp.h"
+#include "lib/db.h"
+#include "lib/listen.h"
+#include "lib/log.h"
+#include "lib/num.h"
+#include "lib/orders.h"
+#include "lib/retry.h"
+
+#define DEFAULT_PORT	"3000"
+#define THREADS_DEFAULT	4
+#define THREADS_MAX	256
+#define BODY_DEFAULT	(16 * 1024)
+#define BODY_LIMIT	(16 * 1024 * 1024)
+#define TIMEOUT_DEFAULT	30
+#define CONNECTION_LIMIT 4096
+/* Orders placed in one transaction at most; the rest wait for the next one. */
+#define BATCH_MAX	1000
+/* How long a batch waits for the broker's confirms before answering "not published". */
+#define CONFIRM_WAIT	5.0
+/* Idle database connections kept for the GET handlers. */
+#define POOL_MAX	64
+#define PAGE_DEFAULT	100
+#define PAGE_MAX	1000
+/* SIGTERM: how long requests already being answered may take to finish. */
+#define DRAIN_WAIT	10
+
+enum req_state {
+	READING,	/* body still arriving, or answered directly */
+	QUEUED,		/* waiting (suspended) for the placer */
+	PLACED,		/* the placer committed: res is final */
+	UNAVAILABLE	/* the placer could not reach the database */
+};
+
+/* One HTTP request, from its first callback to its completion. */
+struct req {
+	struct MHD_Connection *c;
+	char *body;
+	size_t len, cap;
+	int too_big;
+	enum req_state state;
+	cJSON *obj;			/* the parsed body: rq's strings point into it */
+	char *key;			/* Idempotency-Key header, copied */
+	struct order_request rq;
+	struct order_result res;
+	char *line;			/* res as an order line */
+	int published;			/* the broker confirmed the order line */
+	int committed_unknown;		/* UNAVAILABLE after the connection broke mid-commit */
+	long retry_after;
+	uint64_t seq;			/* confirm sequence number while publishing */
+	int settled;
+	struct req *next;
+};
+
+static struct {
+	const char *queue;
+	long threads, max_body;
+	double timeout;
+} opt = { "orders", THREADS_DEFAULT, BODY_DEFAULT, TIMEOUT_DEFAULT };
+
+/* The queue between handler threads and the placer, and the count of open requests. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t quiet = PTHREAD_COND_INITIALIZER;
+static struct req *head, *tail;
+static int stopping, placer_gone;
+static long open_requests;
+
+/* Database connections for the GET handlers. */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static PGconn *pool[POOL_MAX];
+static size_t pool_n;
+static double pool_down_until;
+
+/* What only the placer thread touches. */
+struct placer {
+	PGconn *db;
+	double db_retry_at;
+	struct backoff db_backoff;
+	struct mq mq;
+	double mq_retry_at;
+	struct backoff mq_backoff;
+	struct req *batch[BATCH_MAX];
+	struct order_request rq[BATCH_MAX];
+	struct order_result res[BATCH_MAX];
+};
+
+static void
+usage(FILE *fp, int code)
+{
+	fprintf(fp, "usage: %s [--listen ADDR:PORT] [--threads N] [-q QUEUE] [--max-body BYTES]\n"
+	    "       [--timeout S]\n", progname);
+	exit(code);
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		die(EX_OSERR, "out of memory");
+	return p;
+}
+
+/* --- answers ---------------------------------------------------------------- */
+
+static enum MHD_Result
+send_json(struct req *r, int status, const char *body, const char *const *headers)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body,
+	    MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result rc;
+
+	if (resp == NULL) {
+		warnx_("cannot create a response (out of memory?)");
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	for (; headers != NULL && headers[0] != NULL; headers += 2)
+		MHD_add_response_header(resp, headers[0], headers[1]);
+	rc = MHD_queue_response(r->c, status, resp);
+	MHD_destroy_response(resp);
+	return rc;
+}
+
+/* Send a cJSON object, deleting it. */
+static enum MHD_Result
+send_object(struct req *r, int status, cJSON *o, const char *const *headers)
+{
+	char *s = cJSON_PrintUnformatted(o);
+	enum MHD_Result rc;
+
+	cJSON_Delete(o);
+	if (s == NULL)
+		die(EX_OSERR, "out of memory");
+	rc = send_json(r, status, s, headers);
+	free(s);
+	return rc;
+}
+
+static enum MHD_Result
+reply_error(struct req *r, int status, const char *code, const char *message)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "error", code);
+	if (message != NULL)
+		cJSON_AddStringToObject(o, "message", message);
+	return send_object(r, status, o, NULL);
+}
+
+static enum MHD_Result
+reply_unavailable(struct req *r, long retry_after, const char *message)
+{
+	char secs[32];
+	cJSON *o = cJSON_CreateObject();
+
+	snprintf(secs, sizeof secs, "%ld", retry_after > 0 ? retry_after : 1);
+	cJSON_AddStringToObject(o, "error", "database_unavailable");
+	cJSON_AddStringToObject(o, "message", message);
+	return send_object(r, MHD_HTTP_SERVICE_UNAVAILABLE, o,
+	    (const char *[]){ MHD_HTTP_HEADER_RETRY_AFTER, secs, NULL });
+}
+
+static enum MHD_Result
+reply_invalid(struct req *r, const char *why)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "status", "rejected");
+	cJSON_AddStringToObject(o, "error", "invalid_request");
+	cJSON_AddStringToObject(o, "message", why);
+	return send_object(r, MHD_HTTP_BAD_REQUEST, o, NULL);
+}
+
+/* The placer's answer: 201 new order, 200 found by its key, 409/404 refused. */
+static enum MHD_Result
+answer_placed(struct req *r)
+{
+	const struct order_result *res = &r->res;
+	char location[64];
+
+	if (res->error != NULL) {
+		int status = strcmp(res->error, "insufficient_stock") == 0 ? MHD_HTTP_CONFLICT :
+		    strcmp(res->error, "unknown_sku") == 0 ? MHD_HTTP_NOT_FOUND :
+		    MHD_HTTP_BAD_REQUEST;
+
+		return send_json(r, status, r->line, NULL);
+	}
+	if (res->existing)
+		return send_json(r, MHD_HTTP_OK, r->line, NULL);
+	snprintf(location, sizeof location, "/order/%lld", res->order_id);
+	return send_json(r, MHD_HTTP_CREATED, r->line, (const char *[]){
+	    MHD_HTTP_HEADER_LOCATION, location,
+	    "X-Order-Published", r->published ? "true" : "false", NULL });
+}
+
+/* --- the placer: one database connection, one broker connection, batches ---- */
+
+/* Lazily (re)connect to the database, at most once per backoff delay. */
+static int
+placer_db(struct placer *p)
+{
+	double now = now_seconds();
+
+	if (p->db != NULL)
+		return 0;
+	if (now < p->db_retry_at)
+		return -1;
+	if ((p->db = db_connect(0)) != NULL && orders_prepare(p->db) == 0) {
+		backoff_reset(&p->db_backoff);
+		return 0;
+	}
+	PQfinish(p->db);
+	p->db = NULL;
+	p->db_retry_at = now + backoff_next(&p->db_backoff);
+	return -1;
+}
+
+/* Lazily (re)connect to the broker and declare the queue; 0 when it can take messages. */
+static int
+placer_mq(struct placer *p)
+{
+	struct mq_topology t = { opt.queue, 5, -1, 1 };
+	double now = now_seconds();
+
+	if (mq_connected(&p->mq))
+		return 0;
+	if (now < p->mq_retry_at)
+		return -1;
+	if (mq_connect(&p->mq) == 0 && mq_declare(&p->mq, &t) == 0) {
+		backoff_reset(&p->mq_backoff);
+		return 0;
+	}
+	warnx_("broker %s: %s; new orders stay pending for order-sweep", p->mq.target, p->mq.why);
+	mq_close(&p->mq);
+	p->mq_retry_at = now + backoff_next(&p->mq_backoff);
+	return -1;
+}
+
+/* While no order comes, keep answering the broker's heartbeats. */
+static void
+placer_idle(struct placer *p)
+{
+	struct mq_event ev;
+
+	if (!mq_connected(&p->mq))
+		return;
+	do {
+		mq_next_event(&p->mq, 0, &ev);
+		free(ev.body);
+	} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
+	if (ev.type == MQ_CLOSED)
+		warnx_("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
+}
+
+static void
+settle(struct req **v, size_t n, const struct mq_event *ev, size_t *left)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct req *r = v[i];
+
+		if (r->settled || (r->seq != ev->tag && !(ev->multiple && r->seq < ev->tag)))
+			continue;
+		r->settled = 1;
+		r->published = ev->type == MQ_ACK && r->published >= 0;
+		(*left)--;
+	}
+}
+
+/* A mandatory message came back unrouted: its ack will follow, but it is not in the queue. */
+static void
+returned(struct req **v, size_t n, const struct mq_event *ev)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!v[i]->settled && strlen(v[i]->line) == ev->len &&
+		    memcmp(v[i]->line, ev->body, ev->len) == 0)
+			v[i]->published = -1;
+}
+
+/* Publish the new orders of a batch and wait for their confirms; failures only mark them. */
+static void
+publish(struct placer *p, struct req **v, size_t n)
+{
+	double deadline = now_seconds() + CONFIRM_WAIT;
+	size_t left = 0;
+
+	if (n == 0 || placer_mq(p) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (mq_publish(&p->mq, "", opt.queue, v[i]->line, strlen(v[i]->line), 0,
+		    &v[i]->seq) < 0) {
+			warnx_("broker %s: publishing: %s; the orders stay pending for order-sweep",
+			    p->mq.target, p->mq.why);
+			mq_close(&p->mq);
+			return;
+		}
+		left++;
+	}
+	while (left > 0 && now_seconds() < deadline) {
+		struct mq_event ev;
+
+		mq_next_event(&p->mq, deadline - now_seconds(), &ev);
+		if (ev.type == MQ_ACK || ev.type == MQ_NACK)
+			settle(v, n, &ev, &left);
+		else if (ev.type == MQ_RETURN)
+			returned(v, n, &ev);
+		free(ev.body);
+		if (ev.type == MQ_CLOSED) {
+			warnx_("broker %s: %s; %zu orders were not confirmed and stay pending for"
+			    " order-sweep", p->mq.target, p->mq.why, left);
+			return;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->published < 0)
+			v[i]->published = 0;
+	if (left > 0) {
+		/* Confirms that never came: start over on a fresh channel. */
+		warnx_("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
+		    " pending for order-sweep", p->mq.target, left, CONFIRM_WAIT);
+		mq_close(&p->mq);
+	}
+}
+
+static void
+fail_batch(struct placer *p, struct req **v, size_t n, int unknown)
+{
+	long secs = (long)ceil(p->db_retry_at - now_seconds());
+
+	for (size_t i = 0; i < n; i++) {
+		v[i]->state = UNAVAILABLE;
+		v[i]->committed_unknown = unknown;
+		v[i]->retry_after = secs > 0 ? secs : 1;
+	}
+}
+
+static void
+place(struct placer *p, struct req **v, size_t n)
+{
+	struct req *fresh[BATCH_MAX];
+	size_t nfresh = 0;
+	int rc;
+
+	if (placer_db(p) < 0) {
+		fail_batch(p, v, n, 0);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		p->rq[i] = v[i]->rq;
+	if ((rc = orders_place(p->db, p->rq, n, p->res)) != ORDERS_OK) {
+		if (rc == ORDERS_LOST || db_connection_lost(p->db)) {
+			PQfinish(p->db);
+			p->db = NULL;
+			p->db_retry_at = now_seconds() + backoff_next(&p->db_backoff);
+		}
+		fail_batch(p, v, n, rc == ORDERS_LOST);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = order_result_json(&p->res[i]);
+
+		v[i]->res = p->res[i];
+		memset(&p->res[i], 0, sizeof p->res[i]);
+		if ((v[i]->line = cJSON_PrintUnformatted(o)) == NULL)
+			die(EX_OSERR, "out of memory");
+		cJSON_Delete(o);
+		v[i]->state = PLACED;
+		if (v[i]->res.error == NULL && !v[i]->res.existing &&
+		    strcmp(v[i]->res.status, "pending") == 0)
+			fresh[nfresh++] = v[i];
+	}
+	publish(p, fresh, nfresh);
+}
+
+/* Take up to a batch from the queue, waiting for one; 0 when stopping and nothing is left. */
+static size_t
+take(struct placer *p)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&lock);
+	while (head == NULL && !stopping) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&wake, &lock, &ts) == ETIMEDOUT && head == NULL) {
+			pthread_mutex_unlock(&lock);
+			placer_idle(p);
+			pthread_mutex_lock(&lock);
+		}
+	}
+	while (head != NULL && n < BATCH_MAX) {
+		p->batch[n++] = head;
+		head = head->next;
+	}
+	if (head == NULL)
+		tail = NULL;
+	if (n == 0)
+		placer_gone = 1;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+static void *
+placer_main(void *arg)
+{
+	struct placer *p = arg;
+	size_t n;
+
+	while ((n = take(p)) > 0) {
+		place(p, p->batch, n);
+		/* After resuming, a request belongs to its handler thread again: hands off. */
+		for (size_t i = 0; i < n; i++)
+			MHD_resume_connection(p->batch[i]->c);
+	}
+	PQfinish(p->db);
+	mq_close(&p->mq);
+	return NULL;
+}
+
+/* --- POST /order ------------------------------------------------------------ */
+
+static enum MHD_Result
+enqueue(struct req *r)
+{
+	pthread_mutex_lock(&lock);
+	if (placer_gone) {
+		pthread_mutex_unlock(&lock);
+		return reply_unavailable(r, 1, "shutting down; the order was not placed");
+	}
+	r->state = QUEUED;
+	if (tail != NULL)
+		tail->next = r;
+	else
+		head = r;
+	tail = r;
+	/* Suspended under the lock: the placer cannot resume it before this. */
+	MHD_suspend_connection(r->c);
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&lock);
+	return MHD_YES;
+}
+
+/* The body's key, or the Idempotency-Key header: both may be given only if equal. */
+static const char *
+take_header_key(struct req *r)
+{
+	const char *h = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, "Idempotency-Key");
+
+	if (h == NULL || r->rq.invalid != NULL)
+		return NULL;
+	if (r->rq.key != NULL && strcmp(r->rq.key, h) != 0)
+		return "the Idempotency-Key header and \"key\" differ";
+	r->key = xstrdup(h);
+	r->rq.key = r->key;
+	order_request_check(&r->rq);
+	return NULL;
+}
+
+static enum MHD_Result
+post_order(struct req *r)
+{
+	const char *end = NULL, *why;
+	char msg[160];
+
+	if (r->state == PLACED)
+		return answer_placed(r);
+	if (r->state == UNAVAILABLE)
+		return reply_unavailable(r, r->retry_after, r->committed_unknown ?
+		    "the database connection broke while committing: the order may have been"
+		    " placed; retry with the same key" : "the order was not placed");
+	if (r->too_big)
+		return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
+	r->obj = cJSON_ParseWithLengthOpts(r->body != NULL ? r->body : "", r->len, &end, 0);
+	if (r->obj == NULL) {
+		snprintf(msg, sizeof msg, "the body is not valid JSON (error near byte %ld)",
+		    end != NULL && r->body != NULL ? (long)(end - r->body) : 0L);
+		return reply_invalid(r, msg);
+	}
+	if (!cJSON_IsObject(r->obj))
+		return reply_invalid(r, "the body must be a JSON object {\"sku\":…,\"quantity\":…}");
+	order_request_from_json(r->obj, &r->rq);
+	if ((why = take_header_key(r)) != NULL)
+		return reply_invalid(r, why);
+	if (r->rq.invalid != NULL)
+		return reply_invalid(r, r->rq.invalid);
+	return enqueue(r);
+}
+
+/* --- GET /order/ID, /stock/SKU, /stock ---------------------------------------- */
+
+static PGconn *
+pool_get(void)
+{
+	PGconn *c = NULL;
+	int down;
+
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n > 0)
+		c = pool[--pool_n];
+	down = now_seconds() < pool_down_until;
+	pthread_mutex_unlock(&pool_lock);
+	/* While the database is down, one attempt a second is enough for every thread. */
+	if (c != NULL || down)
+		return c;
+	if ((c = db_connect(0)) != NULL)
+		return c;
+	pthread_mutex_lock(&pool_lock);
+	pool_down_until = now_seconds() + 1;
+	pthread_mutex_unlock(&pool_lock);
+	return NULL;
+}
+
+static void
+pool_put(PGconn *c)
+{
+	if (c == NULL)
+		return;
+	if (db_connection_lost(c) || PQtransactionStatus(c) != PQTRANS_IDLE) {
+		PQfinish(c);
+		return;
+	}
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < POOL_MAX) {
+		pool[pool_n++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	PQfinish(c);
+}
+
+static void
+pool_free(void)
+{
+	while (pool_n > 0)
+		PQfinish(pool[--pool_n]);
+}
+
+/* Run a read-only query from a pooled connection; NULL after answering 503 (*rc). */
+static PGresult *
+lookup(struct req *r, const char *what, const char *sql, int n, const char *const *params,
+    enum MHD_Result *rc)
+{
+	PGconn *c = pool_get();
+	PGresult *res;
+
+	if (c == NULL) {
+		*rc = reply_unavailable(r, 1, "the database is unreachable");
+		return NULL;
+	}
+	res = db_query(c, what, sql, n, params);
+	pool_put(c);
+	if (res == NULL)
+		*rc = reply_unavailable(r, 1, "the database could not answer");
+	return res;
+}
+
+static enum MHD_Result
+get_order(struct req *r, const char *id)
+{
+	static const char sql[] = "SELECT id, sku, quantity, vendor, status, idempotency_key,"
+	    " reason, created_at, updated_at FROM orders WHERE id = $1";
+	enum MHD_Result rc;
+	const char *why;
+	PGresult *res;
+	cJSON *o;
+	long n;
+
+	if (parse_long(id, 1, LONG_MAX, &n, &why) < 0)
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_order", NULL);
+	if ((res = lookup(r, "reading an order", sql, 1, (const char *[]){ id }, &rc)) == NULL)
+		return rc;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_order", NULL);
+	}
+	o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "order_id", atof(PQgetvalue(res, 0, 0)));
+	cJSON_AddStringToObject(o, "sku", PQgetvalue(res, 0, 1));
+	cJSON_AddNumberToObject(o, "quantity", atof(PQgetvalue(res, 0, 2)));
+	cJSON_AddStringToObject(o, "vendor", PQgetvalue(res, 0, 3));
+	cJSON_AddStringToObject(o, "status", PQgetvalue(res, 0, 4));
+	if (!PQgetisnull(res, 0, 5))
+		cJSON_AddStringToObject(o, "key", PQgetvalue(res, 0, 5));
+	if (!PQgetisnull(res, 0, 6))
+		cJSON_AddStringToObject(o, "reason", PQgetvalue(res, 0, 6));
+	cJSON_AddStringToObject(o, "created_at", PQgetvalue(res, 0, 7));
+	cJSON_AddStringToObject(o, "updated_at", PQgetvalue(res, 0, 8));
+	PQclear(res);
+	return send_object(r, MHD_HTTP_OK, o, NULL);
+}
+
+static cJSON *
+stock_item(PGresult *res, int row)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "sku", PQgetvalue(res, row, 0));
+	cJSON_AddNumberToObject(o, "available", atof(PQgetvalue(res, row, 1)));
+	return o;
+}
+
+static enum MHD_Result
+get_stock(struct req *r, const char *sku)
+{
+	static const char sql[] = "SELECT sku, available FROM available_stock WHERE sku = $1";
+	enum MHD_Result rc;
+	PGresult *res;
+	cJSON *o;
+
+	if ((res = lookup(r, "reading stock", sql, 1, (const char *[]){ sku }, &rc)) == NULL)
+		return rc;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_sku", NULL);
+	}
+	o = stock_item(res, 0);
+	PQclear(res);
+	return send_object(r, MHD_HTTP_OK, o, NULL);
+}
+
+/* A page of SKUs after a cursor: keyset paging stays cheap however deep it goes. */
+static enum MHD_Result
+list_stock(struct req *r)
+{
+	static const char sql[] = "SELECT sku, available FROM available_stock"
+	    " WHERE sku > $1 ORDER BY sku LIMIT $2";
+	const char *after = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, "after");
+	const char *slimit = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, "limit");
+	long limit = PAGE_DEFAULT;
+	char more[32], msg[96];
+	enum MHD_Result rc;
+	const char *why;
+	PGresult *res;
+	cJSON *o, *items;
+	int n;
+
+	if (slimit != NULL && parse_long(slimit, 1, PAGE_MAX, &limit, &why) < 0) {
+		snprintf(msg, sizeof msg, "\"limit\" %s (allowed 1 to %d)", why, PAGE_MAX);
+		return reply_invalid(r, msg);
+	}
+	/* One row more than asked tells whether there is a next page. */
+	snprintf(more, sizeof more, "%ld", limit + 1);
+	if ((res = lookup(r, "listing stock", sql, 2,
+	    (const char *[]){ after != NULL ? after : "", more }, &rc)) == NULL)
+		return rc;
+	o = cJSON_CreateObject();
+	items = cJSON_AddArrayToObject(o, "items");
+	n = PQntuples(res) > limit ? (int)limit : PQntuples(res);
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(items, stock_item(res, i));
+	if (PQntuples(res) > limit)
+		cJSON_AddStringToObject(o, "next", PQgetvalue(res, n - 1, 0));
+	else
+		cJSON_AddNullToObject(o, "next");
+	PQclear(res);
+	return send_object(r, MHD_HTTP_OK, o, NULL);
+}
+
+/* --- routing and libmicrohttpd callbacks ------------------------------------ */
+
+static enum MHD_Result
+method_not_allowed(struct req *r, const char *allow)
+{
+	return send_json(r, MHD_HTTP_METHOD_NOT_ALLOWED, "{\"error\":\"method_not_allowed\"}",
+	    (const char *[]){ MHD_HTTP_HEADER_ALLOW, allow, NULL });
+}
+
+static int
+is_get(const char *method)
+{
+	return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+}
+
+static enum MHD_Result
+route(struct req *r, const char *url, const char *method)
+{
+	if (strcmp(url, "/order") == 0) {
+		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+			return method_not_allowed(r, "POST");
+		return post_order(r);
+	}
+	if (strncmp(url, "/order/", 7) == 0 && url[7] != '\0')
+		return is_get(method) ? get_order(r, url + 7) : method_not_allowed(r, "GET, HEAD");
+	if (strcmp(url, "/stock") == 0)
+		return is_get(method) ? list_stock(r) : method_not_allowed(r, "GET, HEAD");
+	if (strncmp(url, "/stock/", 7) == 0 && url[7] != '\0')
+		return is_get(method) ? get_stock(r, url + 7) : method_not_allowed(r, "GET, HEAD");
+	return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", NULL);
+}
+
+static int
+declared_too_big(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+	return cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)opt.max_body;
+}
+
+static void
+body_add(struct req *r, const char *data, size_t n)
+{
+	if (r->too_big || r->len + n > (size_t)opt.max_body) {
+		r->too_big = 1;
+		return;
+	}
+	if (r->len + n + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 512;
+
+		while (cap < r->len + n + 1)
+			cap *= 2;
+		if ((r->body = realloc(r->body, cap)) == NULL)
+			die(EX_OSERR, "out of memory");
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, data, n);
+	r->len += n;
+	r->body[r->len] = '\0';
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+    const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)version;
+	if (r == NULL) {
+		if ((r = calloc(1, sizeof *r)) == NULL)
+			return MHD_NO;
+		*con_cls = r;
+		r->c = c;
+		pthread_mutex_lock(&lock);
+		open_requests++;
+		pthread_mutex_unlock(&lock);
+		/* Refuse before reading a body we would only throw away. */
+		if (declared_too_big(c))
+			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
+		return MHD_YES;
+	}
+	r->c = c;
+	if (*upload_size > 0) {
+		body_add(r, upload, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	return route(r, url, method);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (r == NULL)
+		return;
+	free(r->body);
+	cJSON_Delete(r->obj);
+	free(r->key);
+	order_result_clear(&r->res);
+	free(r->line);
+	free(r);
+	*con_cls = NULL;
+	pthread_mutex_lock(&lock);
+	if (--open_requests == 0)
+		pthread_cond_broadcast(&quiet);
+	pthread_mutex_unlock(&lock);
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	warnx_("libmicrohttpd: %s", buf);
+}
+
+static struct MHD_Daemon *
+start(struct sockaddr_storage *ss)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+
+	if (ss->ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	return MHD_start_daemon(flags, (uint16_t)listen_port(ss), NULL, NULL, on_request, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt.threads,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(opt.timeout),
+	    MHD_OPTION_END);
+}
+
+/* SIGTERM: stop accepting, let the placer finish the queue, let answers go out. */
+static void
+shut_down(struct MHD_Daemon *d, pthread_t placer)
+{
+	MHD_socket s = MHD_quiesce_daemon(d);
+	struct timespec ts;
+
+	if (s != MHD_INVALID_SOCKET)
+		close(s);
+	pthread_mutex_lock(&lock);
+	stopping = 1;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&lock);
+	pthread_join(placer, NULL);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += DRAIN_WAIT;
+	pthread_mutex_lock(&lock);
+	while (open_requests > 0)
+		if (pthread_cond_timedwait(&quiet, &lock, &ts) == ETIMEDOUT)
+			break;
+	if (open_requests > 0)
+		warnx_("stopping with %ld requests unanswered (slow clients)", open_requests);
+	pthread_mutex_unlock(&lock);
+	MHD_stop_daemon(d);
+}
+
+static const char *
+default_listen(char *buf, size_t size)
+{
+	const char *port = getenv("PORT");
+	const char *why;
+	long n;
+
+	if (port == NULL || *port == '\0')
+		port = DEFAULT_PORT;
+	if (parse_long(port, 0, 65535, &n, &why) < 0)
+		die(EX_USAGE, "PORT \"%s\" %s (allowed 0 to 65535)", port, why);
+	snprintf(buf, size, "127.0.0.1:%ld", n);
+	return buf;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'L' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "queue", required_argument, NULL, 'q' },
+		{ "max-body", required_argument, NULL, 'm' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct placer placer;
+	const char *listen = NULL;
+	char buf[64];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	struct MHD_Daemon *d;
+	pthread_t tid;
+	sigset_t sigs;
+	int ch, sig;
+
+	log_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "q:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'L': listen = optarg; break;
+		case 't': opt.threads = option_long("--threads", optarg, 1, THREADS_MAX); break;
+		case 'q':
+			if (*optarg == '\0' || strlen(optarg) > 200)
+				die(EX_USAGE, "option -q: a queue name is 1 to 200 bytes");
+			opt.queue = optarg;
+			break;
+		case 'm': opt.max_body = option_long("--max-body", optarg, 64, BODY_LIMIT); break;
+		case 'T': opt.timeout = option_seconds("--timeout", optarg, 86400); break;
+		case 'h': usage(stdout, 0); break;
+		case 'V': puts(OA_VERSION); return 0;
+		default: usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, EX_USAGE);
+	if (opt.timeout < 1)
+		die(EX_USAGE, "option --timeout: at least 1 second");
+	if (listen == NULL)
+		listen = default_listen(buf, sizeof buf);
+	listen_parse("--listen", listen, &ss, &sslen);
+
+	/* Signals are taken by sigwait below, never by a handler in some server thread. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
+	placer.db_backoff = (struct backoff)BACKOFF_INIT(0.5, 5.0);
+	placer.mq_backoff = (struct backoff)BACKOFF_INIT(1.0, 30.0);
+	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
+		die(EX_OSERR, "cannot start the placer thread");
+	if ((d = start(&ss)) == NULL)
+		die(EX_UNAVAILABLE, "cannot listen on %s", listen);
+	listen_announce(d, &ss, sslen);
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	shut_down(d, tid);
+	pool_free();
+	return 0;
+}
