@@ -434,6 +434,8 @@ placer_main(void *arg)
 		/* After resuming, a request belongs to its handler thread again: hands off. */
 		for (size_t i = 0; i < n; i++)
 			MHD_resume_connection(p->batch[i]->c);
+		/* Under a stream of refusals nothing is published: heartbeats still go out. */
+		placer_idle(p);
 	}
 	PQfinish(p->db);
 	mq_close(&p->mq);
@@ -924,7 +926,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
 	placer.db_backoff = (struct backoff)BACKOFF_INIT(0.5, 5.0);
-	placer.mq_backoff = (struct backoff)BACKOFF_INIT(1.0, 30.0);
+	placer.mq_backoff = (struct backoff)BACKOFF_INIT(1.0, 10.0);
 	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
 		die(EX_OSERR, "cannot start the placer thread");
 	if ((d = start(&ss)) == NULL)
