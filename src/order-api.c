@@ -565,15 +565,23 @@ static PGresult *
 lookup(struct req *r, const char *what, const char *sql, int n, const char *const *params,
     enum MHD_Result *rc)
 {
-	PGconn *c = pool_get();
-	PGresult *res;
+	PGresult *res = NULL;
 
-	if (c == NULL) {
-		*rc = reply_unavailable(r, 1, "the database is unreachable");
-		return NULL;
+	/* A pooled connection may have died with a database restart: one fresh try more. */
+	for (int attempt = 0; attempt < 2 && res == NULL; attempt++) {
+		PGconn *c = pool_get();
+		int lost;
+
+		if (c == NULL) {
+			*rc = reply_unavailable(r, 1, "the database is unreachable");
+			return NULL;
+		}
+		res = db_query(c, what, sql, n, params);
+		lost = db_connection_lost(c);
+		pool_put(c);
+		if (res == NULL && !lost)
+			break;
 	}
-	res = db_query(c, what, sql, n, params);
-	pool_put(c);
 	if (res == NULL)
 		*rc = reply_unavailable(r, 1, "the database could not answer");
 	return res;

@@ -164,6 +164,17 @@ test_expect_success 'a chunked oversized body is 413 too' '
 	get /stock/SKU-1 && expect_eq 200 "$(code)"
 '
 
+test_expect_success 'a client that stalls mid-request is disconnected after --timeout' '
+	start_api slow -q $Q --timeout 1 &&
+	exec 3<>/dev/tcp/127.0.0.1/${API##*:} &&
+	printf "POST /order HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n{" >&3 &&
+	start=$(date +%s) && timeout 10 cat <&3 >/dev/null && end=$(date +%s) &&
+	exec 3<&- &&
+	test $((end - start)) -le 3 &&
+	curl -s -o /dev/null -w "%{http_code}" "$API/stock/SKU-1" >code && expect_eq 200 "$(cat code)" &&
+	kill -TERM $slow_PID && wait $slow_PID
+'
+
 test_expect_success 'SIGTERM during a burst answers what it took, then exits 0' '
 	start_api term -q $Q &&
 	{ curl -s --parallel --parallel-max 20 -o "t/#1" --create-dirs -w "%{http_code}\n" \
