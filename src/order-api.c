@@ -1,4 +1,4 @@
-/* order-api: the seed's HTTP front: POST /order places orders in shared batches, GET reads them and stock. */
+/* order-api: the seed's HTTP front: orders placed in shared batches, lookups of orders and stock. */
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -63,8 +63,8 @@ struct req {
 	struct order_request rq;
 	struct order_result res;
 	char *line;			/* res as an order line */
-	int published;			/* the broker confirmed the order line */
-	int committed_unknown;		/* UNAVAILABLE after the connection broke mid-commit */
+	int published;			/* 1 confirmed; 0 not; -1 came back unrouted */
+	int committed_unknown;		/* UNAVAILABLE: the connection broke mid-commit */
 	long retry_after;
 	uint64_t seq;			/* confirm sequence number while publishing */
 	int settled;
@@ -391,6 +391,7 @@ place(struct placer *p, struct req **v, size_t n)
 			fresh[nfresh++] = v[i];
 	}
 	publish(p, fresh, nfresh);
+	debugx("placed a batch of %zu requests, %zu new orders", n, nfresh);
 }
 
 /* Take up to a batch from the queue, waiting for one; 0 when stopping and nothing is left. */
@@ -502,7 +503,8 @@ post_order(struct req *r)
 		return reply_invalid(r, msg);
 	}
 	if (!cJSON_IsObject(r->obj))
-		return reply_invalid(r, "the body must be a JSON object {\"sku\":…,\"quantity\":…}");
+		return reply_invalid(r, "the body must be a JSON object {\"sku\":…,"
+		    "\"quantity\":…}");
 	order_request_from_json(r->obj, &r->rq);
 	if ((why = take_header_key(r)) != NULL)
 		return reply_invalid(r, why);
@@ -701,7 +703,8 @@ method_not_allowed(struct req *r, const char *allow)
 static int
 is_get(const char *method)
 {
-	return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	return strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
 static enum MHD_Result
