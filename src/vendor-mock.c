@@ -21,6 +21,7 @@
 #include <microhttpd.h>
 
 #include "lib/jsonl.h"
+#include "lib/listen.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
@@ -1070,45 +1071,6 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	warnx_("libmicrohttpd: %s", buf);
 }
 
-/* ADDR:PORT, where ADDR is a name, an IPv4 address or a bracketed IPv6 address. */
-static void
-parse_listen(const char *arg, struct sockaddr_storage *ss, socklen_t *sslen)
-{
-	const char *colon = strrchr(arg, ':');
-	struct addrinfo hints = { 0 }, *ai;
-	char host[256];
-	size_t hlen;
-	long port;
-	int rc;
-
-	if (colon == NULL || colon == arg)
-		die(EX_USAGE, "option --listen: \"%s\" is not ADDR:PORT", arg);
-	port = option_long("--listen", colon + 1, 0, 65535);
-	hlen = colon - arg;
-	if (arg[0] == '[' && hlen >= 2 && arg[hlen - 1] == ']')
-		arg++, hlen -= 2;
-	if (hlen >= sizeof host)
-		die(EX_USAGE, "option --listen: address is too long");
-	memcpy(host, arg, hlen);
-	host[hlen] = '\0';
-	/* IPv4 first: "localhost" should not land on ::1 where IPv6 may be off. */
-	hints.ai_family = AF_INET;
-	hints.ai_socktype = SOCK_STREAM;
-	if (getaddrinfo(host, NULL, &hints, &ai) != 0) {
-		hints.ai_family = AF_INET6;
-		if ((rc = getaddrinfo(host, NULL, &hints, &ai)) != 0)
-			die(EX_USAGE, "option --listen: cannot resolve \"%s\": %s", host,
-			    gai_strerror(rc));
-	}
-	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	*sslen = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	if (ss->ss_family == AF_INET6)
-		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
-	else
-		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-}
-
 static struct MHD_Daemon *
 start(struct sockaddr_storage *ss)
 {
@@ -1129,21 +1091,6 @@ start(struct sockaddr_storage *ss)
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT,
 	    MHD_OPTION_END);
-}
-
-static void
-announce(struct MHD_Daemon *d, const struct sockaddr_storage *ss, socklen_t sslen)
-{
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	char host[NI_MAXHOST];
-	int v6 = ss->ss_family == AF_INET6;
-
-	if (info == NULL || getnameinfo((const struct sockaddr *)ss, sslen, host, sizeof host,
-	    NULL, 0, NI_NUMERICHOST) != 0)
-		die(EX_SOFTWARE, "cannot tell which address is being listened on");
-	if (printf("{\"listening\":\"%s%s%s:%u\"}\n", v6 ? "[" : "", host, v6 ? "]" : "",
-	    (unsigned)info->port) < 0 || fflush(stdout) == EOF)
-		die(EX_IOERR, "writing the listening line failed: %s", strerror(errno));
 }
 
 int
@@ -1199,7 +1146,7 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(stderr, EX_USAGE);
-	parse_listen(listen, &ss, &sslen);
+	listen_parse("--listen", listen, &ss, &sslen);
 	if (n_vendors == 0) {
 		warnx_("no vendor: give --vendor NAME=FILE or --generate NAME:COUNT");
 		usage(stderr, EX_USAGE);
@@ -1227,7 +1174,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if ((d = start(&ss)) == NULL)
 		die(EX_UNAVAILABLE, "cannot listen on %s", listen);
-	announce(d, &ss, sslen);
+	listen_announce(d, &ss, sslen);
 	while (sigwait(&sigs, &sig) != 0)
 		;
 	stopping = 1;
