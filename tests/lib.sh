@@ -18,9 +18,13 @@ test_count=0
 test_failed=0
 cleanup_cmds=()
 
-cleanup() {
+run_cleanups() {
 	local i
 	for ((i = ${#cleanup_cmds[@]} - 1; i >= 0; i--)); do eval "${cleanup_cmds[$i]}" >/dev/null 2>&1 || true; done
+	cleanup_cmds=()
+}
+cleanup() {
+	run_cleanups
 	rm -rf "$TRASH"
 }
 trap cleanup EXIT
@@ -41,14 +45,14 @@ test_fail_() {
 # test_expect_success 'sentence' 'shell commands'
 test_expect_success() {
 	local name=$1 body=$2
-	( cd "$TRASH" && eval "set -e; $body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null &&
+	( cleanup_cmds=(); trap run_cleanups EXIT; cd "$TRASH" && eval "set -e; $body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null &&
 		test_ok_ "$name" || test_fail_ "$name"
 }
 
 # test_expect_code CODE 'sentence' 'shell commands' : the last command's exact status
 test_expect_code() {
 	local want=$1 name=$2 body=$3 got
-	( cd "$TRASH" && eval "$body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null
+	( cleanup_cmds=(); trap run_cleanups EXIT; cd "$TRASH" && eval "$body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null
 	got=$?
 	if [ "$got" = "$want" ]; then test_ok_ "$name"
 	else echo "# expected exit $want, got $got" >>"$TRASH/err"; test_fail_ "$name"; fi
