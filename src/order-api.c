@@ -808,20 +808,6 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	pthread_mutex_unlock(&lock);
 }
 
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char buf[1024];
-	size_t n;
-
-	(void)cls;
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	warnx_("libmicrohttpd: %s", buf);
-}
-
 static struct MHD_Daemon *
 start(struct sockaddr_storage *ss)
 {
@@ -831,7 +817,7 @@ start(struct sockaddr_storage *ss)
 	if (ss->ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	return MHD_start_daemon(flags, (uint16_t)listen_port(ss), NULL, NULL, on_request, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt.threads,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,

@@ -1057,20 +1057,6 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char buf[1024];
-	size_t n;
-
-	(void)cls;
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	warnx_("libmicrohttpd: %s", buf);
-}
-
 static struct MHD_Daemon *
 start(struct sockaddr_storage *ss)
 {
@@ -1085,7 +1071,7 @@ start(struct sockaddr_storage *ss)
 	}
 	/* The port is only for libmicrohttpd's messages; it binds to ss. */
 	return MHD_start_daemon(flags, ntohs(port), NULL, NULL, on_request, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,

@@ -72,3 +72,17 @@ listen_announce(struct MHD_Daemon *d, const struct sockaddr_storage *ss, socklen
 	    (unsigned)info->port) < 0 || fflush(stdout) == EOF)
 		die(EX_IOERR, "writing the listening line failed: %s", strerror(errno));
 }
+
+void
+listen_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	warnx_("libmicrohttpd: %s", buf);
+}

@@ -4,6 +4,8 @@
 
 #include <sys/socket.h>
 
+#include <stdarg.h>
+
 #include <microhttpd.h>
 
 /* Parse ADDR:PORT (a name, IPv4, or [IPv6]) for option `opt`; exit 64 when bad. */
@@ -12,5 +14,8 @@ void listen_parse(const char *opt, const char *arg, struct sockaddr_storage *ss,
 unsigned listen_port(const struct sockaddr_storage *ss);
 /* Print {"listening":"ADDR:PORT"} with the port actually bound, and flush (exit 74 if not). */
 void listen_announce(struct MHD_Daemon *d, const struct sockaddr_storage *ss, socklen_t sslen);
+
+/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's messages as "PROG: libmicrohttpd: ..." */
+void listen_mhd_log(void *cls, const char *fmt, va_list ap);
 
 #endif
