@@ -724,15 +724,6 @@ route(struct req *r, const char *url, const char *method)
 	return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", NULL);
 }
 
-static int
-declared_too_big(struct MHD_Connection *c)
-{
-	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    MHD_HTTP_HEADER_CONTENT_LENGTH);
-
-	return cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)opt.max_body;
-}
-
 static void
 body_add(struct req *r, const char *data, size_t n)
 {
@@ -771,7 +762,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		open_requests++;
 		pthread_mutex_unlock(&lock);
 		/* Refuse before reading a body we would only throw away. */
-		if (declared_too_big(c))
+		if (listen_body_too_big(c, (unsigned long long)opt.max_body))
 			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
 		return MHD_YES;
 	}

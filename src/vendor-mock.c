@@ -998,15 +998,6 @@ dispatch(struct req *r)
 	return handle_stats(r);
 }
 
-static int
-declared_too_big(struct MHD_Connection *c)
-{
-	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    MHD_HTTP_HEADER_CONTENT_LENGTH);
-
-	return cl != NULL && strtoull(cl, NULL, 10) > BODY_MAX;
-}
-
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -1023,7 +1014,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		r->method = method;
 		r->url = url;
 		/* Refuse before reading a body we would only throw away. */
-		if (declared_too_big(c))
+		if (listen_body_too_big(c, BODY_MAX))
 			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
 		return MHD_YES;
 	}

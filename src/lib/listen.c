@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
 
@@ -85,4 +86,13 @@ listen_mhd_log(void *cls, const char *fmt, va_list ap)
 	while (n > 0 && buf[n - 1] == '\n')
 		buf[--n] = '\0';
 	warnx_("libmicrohttpd: %s", buf);
+}
+
+int
+listen_body_too_big(struct MHD_Connection *c, unsigned long long max)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+	return cl != NULL && strtoull(cl, NULL, 10) > max;
 }
