@@ -103,23 +103,32 @@ queue_depth() {	# messages ready + unacked in queue $1
 		awk -v q="$1" '$1 == q { print $2; f = 1 } END { if (!f) print 0 }'
 }
 
-# start_vendor_mock ARGS...: start vendor-mock on a free port; sets VENDOR_BASE_URL
-start_vendor_mock() {
-	local out="$TRASH/vendor-mock.$RANDOM" i
-	vendor-mock --listen 127.0.0.1:0 "$@" >"$out" 2>"$out.err" &
-	VENDOR_MOCK_PID=$!
-	on_exit "kill $VENDOR_MOCK_PID; wait $VENDOR_MOCK_PID"
+# start_server NAME PROG ARGS...: start an HTTP server of ours (vendor-mock,
+# order-api) on a free port, output in $TRASH/NAME.out and NAME.err; waits for
+# its {"listening":...} line, sets SERVER_PID and SERVER_URL, stops it on exit
+start_server() {
+	local out=$TRASH/$1.out prog=$2 i; shift 2
+	"$prog" --listen 127.0.0.1:0 "$@" >"$out" 2>"${out%.out}.err" &
+	SERVER_PID=$!
+	on_exit "kill $SERVER_PID; wait $SERVER_PID"
 	for i in $(seq 1 200); do
 		if grep -q listening "$out" 2>/dev/null; then
-			VENDOR_BASE_URL="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$out" | head -n 1)"
-			export VENDOR_BASE_URL
+			SERVER_URL="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$out" | head -n 1)"
 			return 0
 		fi
-		kill -0 $VENDOR_MOCK_PID 2>/dev/null || break
+		kill -0 $SERVER_PID 2>/dev/null || break
 		sleep 0.05
 	done
-	echo "vendor-mock did not start: $(cat "$out.err")" >&2
+	echo "$prog did not start: $(cat "${out%.out}.err")" >&2
 	return 1
+}
+
+# start_vendor_mock ARGS...: start vendor-mock on a free port; sets VENDOR_BASE_URL
+start_vendor_mock() {
+	start_server "vendor-mock.$RANDOM" vendor-mock "$@" || return 1
+	VENDOR_MOCK_PID=$SERVER_PID
+	VENDOR_BASE_URL=$SERVER_URL
+	export VENDOR_BASE_URL
 }
 
 # --- RabbitMQ helpers (amqp-publish / amqp-consume tests) ---------------------

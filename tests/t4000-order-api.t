@@ -6,19 +6,10 @@ Q=$QUEUE_PREFIX.orders
 
 # start_api NAME ARGS...: start order-api on a free port; sets API (base URL) and NAME_PID
 start_api() {
-	local name=$1 i; shift
-	order-api --listen 127.0.0.1:0 "$@" >"$TRASH/$name.out" 2>"$TRASH/$name.err" &
-	eval "${name}_PID=$!"
-	on_exit "kill $! 2>/dev/null; wait $! 2>/dev/null"
-	for i in $(seq 1 200); do
-		if grep -q listening "$TRASH/$name.out" 2>/dev/null; then
-			API="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$TRASH/$name.out")"
-			return 0
-		fi
-		sleep 0.05
-	done
-	echo "order-api did not start: $(cat "$TRASH/$name.err")" >&2
-	return 1
+	local name=$1; shift
+	start_server "$name" order-api "$@" || return 1
+	eval "${name}_PID=$SERVER_PID"
+	API=$SERVER_URL
 }
 
 # post BODY [CURL ARGS...]: POST BODY to /order; the status is in $TRASH/code,

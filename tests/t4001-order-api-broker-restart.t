@@ -6,14 +6,9 @@ Q=$QUEUE_PREFIX.orders
 
 sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('acme', 'SKU-1', 1000)"
 
-order-api --listen 127.0.0.1:0 -q $Q >"$TRASH/api.out" 2>"$TRASH/api.err" &
-api_PID=$!
-on_exit "kill $api_PID 2>/dev/null; wait $api_PID 2>/dev/null"
-for i in $(seq 1 200); do
-	grep -q listening "$TRASH/api.out" 2>/dev/null && break
-	sleep 0.05
-done
-API="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$TRASH/api.out")"
+start_server api order-api -q $Q || exit 1
+api_PID=$SERVER_PID
+API=$SERVER_URL
 
 # post KEY: place one unit keyed KEY; appends "ID PUBLISHED" to $TRASH/placed, prints the status
 post() {
