@@ -14,7 +14,11 @@
  * Item lines are streamed with COPY into a session-local staging table as
  * they arrive (any number of vendors, interleaved or not); a vendor's
  * snapshot line then applies that vendor's staged rows in one transaction.
- * Nothing but the COPY buffer and one small record per vendor is held here.
+ * A vendor the table does not know yet is loaded straight into vendor_stock
+ * instead, by COPY inside a transaction held open until its snapshot line:
+ * that is as fast as PostgreSQL can take rows. While such a load is open,
+ * other vendors' lines are staged on a second connection. Nothing but the
+ * COPY buffers and one small record per vendor is held here.
  */
 
 #define COPY_CHUNK (256 * 1024)
@@ -33,8 +37,22 @@ struct skuset {
 	int unsure;	/* a SKU may repeat: dedupe in SQL */
 };
 
+enum copying { NOT_COPYING, INTO_STAGING, INTO_STOCK };
+
+/* A database session, its staging table and the COPY it has open. */
+struct conn {
+	PGconn *db;
+	enum copying copying;
+	struct vendor *loading;	/* the new vendor loaded straight into vendor_stock */
+	int open;		/* vendors whose lines went here, not yet applied */
+	char *buf;		/* COPY data not yet sent */
+	size_t len;
+};
+
 struct vendor {
 	char *name;
+	struct conn *conn;	/* where its lines go; NULL between snapshots */
+	int direct;		/* its lines go straight into vendor_stock */
 	char *fetched_at;	/* from the vendor's lines; NULL if none carried one */
 	long staged;		/* item lines staged since its last snapshot */
 	int tainted;		/* an invalid line may have been one of its items */
@@ -43,10 +61,8 @@ struct vendor {
 };
 
 static struct {
-	PGconn *db;
-	int copying;
-	char *buf;
-	size_t len;
+	struct conn main;
+	struct conn side;	/* stages other vendors while main loads one */
 	long seq;
 	struct vendor *v;
 	size_t nv;
@@ -76,6 +92,12 @@ static const char *CREATE_STAGING =
 	" WHEN NOT MATCHED THEN INSERT (vendor, sku, quantity, name, price_cents, extra, fetched_at)" \
 	"   VALUES ($1, g.sku, g.quantity, g.name, g.price_cents, g.extra, $2::timestamptz)"
 
+static const char *COPY_INTO[] = {
+	[INTO_STAGING] = "COPY staging FROM STDIN",
+	[INTO_STOCK] = "COPY vendor_stock (vendor, sku, quantity, name, price_cents, extra, fetched_at)"
+	    " FROM STDIN",
+};
+
 static const char *MERGE_UNIQUE = MERGE_FROM("SELECT * FROM staging WHERE vendor = $1");
 /* When a SKU came twice in one snapshot, its last line wins. */
 static const char *MERGE_DEDUP = MERGE_FROM(
@@ -84,6 +106,11 @@ static const char *MERGE_DEDUP = MERGE_FROM(
 /* Two syncs of one vendor at once would interleave their snapshots. */
 static const char *LOCK_VENDOR =
 	"SELECT pg_advisory_xact_lock(hashtext('stock-apply'), hashtext($1))";
+
+/* Whether the table knows the vendor; the first SKU usually answers by index. */
+static const char *HAS_STOCK =
+	"SELECT EXISTS (SELECT 1 FROM vendor_stock WHERE sku = $2 AND vendor = $1)"
+	" OR EXISTS (SELECT 1 FROM vendor_stock WHERE vendor = $1)";
 
 static const char *COUNT_LISTED =
 	"SELECT count(*) FROM vendor_stock WHERE vendor = $1 AND quantity > 0";
@@ -201,78 +228,80 @@ set_fetched_at(struct vendor *v, const char *ts)
 
 /* The database went away: say what is and is not in it, then exit 69. */
 static void __attribute__((noreturn))
-db_lost(const char *doing)
+db_lost(struct conn *c, const char *doing)
 {
-	warnx_("database: %s: %s", doing, db_error(st.db));
+	warnx_("database: %s: %s", doing, db_error(c->db));
 	die(EX_UNAVAILABLE, "%ld vendor snapshot(s) were committed before this; "
-	    "the current one was not", st.applied_vendors);
+	    "none in progress was", st.applied_vendors);
 }
 
 static void
-copy_send(void)
+copy_send(struct conn *c)
 {
-	if (st.len > 0 && PQputCopyData(st.db, st.buf, (int)st.len) != 1)
-		db_lost("streaming stock lines (COPY)");
-	st.len = 0;
+	if (c->len > 0 && PQputCopyData(c->db, c->buf, (int)c->len) != 1)
+		db_lost(c, "streaming stock lines (COPY)");
+	c->len = 0;
 }
 
 static void
-copy_begin(void)
-{
-	PGresult *r;
-
-	if (st.copying)
-		return;
-	r = PQexec(st.db, "COPY staging FROM STDIN");
-	if (PQresultStatus(r) != PGRES_COPY_IN) {
-		PQclear(r);
-		db_lost("starting COPY");
-	}
-	PQclear(r);
-	st.copying = 1;
-}
-
-static void
-copy_end(void)
+copy_end(struct conn *c)
 {
 	PGresult *r;
 
-	if (!st.copying)
+	if (c->copying == NOT_COPYING)
 		return;
-	copy_send();
-	if (PQputCopyEnd(st.db, NULL) != 1)
-		db_lost("ending COPY");
-	r = PQgetResult(st.db);
+	copy_send(c);
+	if (PQputCopyEnd(c->db, NULL) != 1)
+		db_lost(c, "ending COPY");
+	r = PQgetResult(c->db);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		PQclear(r);
-		db_lost("staging stock lines");
+		db_lost(c, c->copying == INTO_STOCK ? "loading stock lines" : "staging stock lines");
 	}
 	PQclear(r);
-	while ((r = PQgetResult(st.db)) != NULL)
+	while ((r = PQgetResult(c->db)) != NULL)
 		PQclear(r);
-	st.copying = 0;
+	c->copying = NOT_COPYING;
+}
+
+/* Have a COPY into `into` open on c, ending one into the other table. */
+static void
+copy_begin(struct conn *c, enum copying into)
+{
+	PGresult *r;
+
+	if (c->copying == into)
+		return;
+	copy_end(c);
+	r = PQexec(c->db, COPY_INTO[into]);
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		PQclear(r);
+		db_lost(c, "starting COPY");
+	}
+	PQclear(r);
+	c->copying = into;
 }
 
 static void
-put(const char *s, size_t n)
+put(struct conn *c, const char *s, size_t n)
 {
-	if (st.len + n > COPY_CHUNK)
-		copy_send();
+	if (c->len + n > COPY_CHUNK)
+		copy_send(c);
 	if (n > COPY_CHUNK) {
-		if (PQputCopyData(st.db, s, (int)n) != 1)
-			db_lost("streaming stock lines (COPY)");
+		if (PQputCopyData(c->db, s, (int)n) != 1)
+			db_lost(c, "streaming stock lines (COPY)");
 		return;
 	}
-	memcpy(st.buf + st.len, s, n);
-	st.len += n;
+	memcpy(c->buf + c->len, s, n);
+	c->len += n;
 }
 
 /* One COPY text-format field: backslash, tab, newline and CR are escaped. */
 static void
-put_field(const char *s, char sep)
+put_field(struct conn *c, const char *s, char sep)
 {
 	if (s == NULL) {
-		put("\\N", 2);
+		put(c, "\\N", 2);
 	} else {
 		for (const char *p = s; *p; p++) {
 			const char *esc = NULL;
@@ -284,54 +313,21 @@ put_field(const char *s, char sep)
 			case '\r': esc = "\\r"; break;
 			}
 			if (esc != NULL)
-				put(esc, 2);
+				put(c, esc, 2);
 			else
-				put(p, 1);
+				put(c, p, 1);
 		}
 	}
-	put(&sep, 1);
+	put(c, &sep, 1);
 }
 
 static void
-put_number(long long n, char sep)
+put_number(struct conn *c, long long n, char sep)
 {
 	char num[32];
 
 	snprintf(num, sizeof num, "%lld", n);
-	put_field(num, sep);
-}
-
-/* Stage one item line. The object is consumed (fields are detached from it). */
-static void
-stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
-{
-	static const char *known[] = { "vendor", "sku", "quantity", "fetched_at", "name", "price_cents" };
-	const cJSON *price = cJSON_GetObjectItemCaseSensitive(item, "price_cents");
-	const char *name = json_string(item, "name");
-	char *extra = NULL;
-	char num[32];
-
-	v->positive += quantity > 0;
-	skuset_add(&v->seen, sku);	/* before the fields (and sku) are detached */
-	copy_begin();
-	put_field(v->name, '\t');
-	put_field(sku, '\t');
-	put_number(quantity, '\t');
-	put_field(name, '\t');
-	if (cJSON_IsNumber(price) && price->valuedouble == (double)(long long)price->valuedouble) {
-		snprintf(num, sizeof num, "%lld", (long long)price->valuedouble);
-		put_field(num, '\t');
-	} else {
-		put_field(NULL, '\t');
-	}
-	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-		cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
-	if (item->child != NULL && (extra = cJSON_PrintUnformatted(item)) == NULL)
-		die(EX_OSERR, "out of memory");
-	put_field(extra, '\t');
-	free(extra);
-	put_number(++st.seq, '\n');
-	v->staged++;
+	put_field(c, num, sep);
 }
 
 static long
@@ -341,28 +337,133 @@ count_of(PGresult *r)
 }
 
 static PGresult *
-run(const char *what, const char *sql, const char *vendor, const char *ts)
+run(struct conn *c, const char *what, const char *sql, const char *p1, const char *p2)
 {
-	const char *p[2] = { vendor, ts };
-	PGresult *r = PQexecParams(st.db, sql, ts ? 2 : 1, NULL, p, NULL, NULL, 0);
+	const char *p[2] = { p1, p2 };
+	PGresult *r = PQexecParams(c->db, sql, p2 ? 2 : 1, NULL, p, NULL, NULL, 0);
 
 	if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
 		PQclear(r);
-		db_lost(what);
+		db_lost(c, what);
 	}
 	return r;
 }
 
 static void
-exec_or_lost(const char *what, const char *sql)
+exec_or_lost(struct conn *c, const char *what, const char *sql)
 {
-	PGresult *r = PQexec(st.db, sql);
+	PGresult *r = PQexec(c->db, sql);
 
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		PQclear(r);
-		db_lost(what);
+		db_lost(c, what);
 	}
 	PQclear(r);
+}
+
+static void
+conn_open(struct conn *c)
+{
+	c->db = db_connect_or_die(st.applied_vendors ? "the snapshots summarised were committed"
+	    : "no stock was applied");
+	if ((c->buf = malloc(COPY_CHUNK)) == NULL)
+		die(EX_OSERR, "out of memory");
+	exec_or_lost(c, "creating the staging table", CREATE_STAGING);
+	/* Large snapshots sort and hash in memory rather than on disk. */
+	exec_or_lost(c, "setting work_mem", "SET work_mem = '64MB'");
+	/* ANALYZE of staging samples a few hundred rows: enough to size a join. */
+	exec_or_lost(c, "setting default_statistics_target", "SET default_statistics_target = 1");
+}
+
+static void
+conn_close(struct conn *c)
+{
+	free(c->buf);
+	if (c->db != NULL)
+		PQfinish(c->db);
+}
+
+/*
+ * Begin loading a vendor straight into vendor_stock if the table has no row
+ * of it: its transaction, holding the vendor's lock, stays open until the
+ * snapshot line. Returns 0, with nothing held, if the vendor has rows.
+ */
+static int
+load_begin(struct conn *c, struct vendor *v, const char *sku)
+{
+	PGresult *r;
+	int known;
+
+	copy_end(c);
+	exec_or_lost(c, "beginning the snapshot transaction", "BEGIN");
+	PQclear(run(c, "taking the vendor's lock", LOCK_VENDOR, v->name, NULL));
+	r = run(c, "looking the vendor up", HAS_STOCK, v->name, sku);
+	known = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	if (known) {
+		exec_or_lost(c, "releasing the vendor's lock", "COMMIT");
+		return 0;
+	}
+	debugx("%s: new to the table; loading it with COPY", v->name);
+	c->loading = v;
+	v->direct = 1;
+	return 1;
+}
+
+/* The session a vendor's lines go to until its snapshot line. */
+static struct conn *
+vendor_conn(struct vendor *v, const char *first_sku)
+{
+	if (v->conn != NULL)
+		return v->conn;
+	if (st.main.loading == NULL) {
+		v->conn = &st.main;
+		if (st.main.open == 0 && first_sku != NULL)
+			load_begin(&st.main, v, first_sku);
+	} else {
+		if (st.side.db == NULL)
+			conn_open(&st.side);
+		v->conn = &st.side;
+	}
+	v->conn->open++;
+	return v->conn;
+}
+
+/* Stage one item line. The object is consumed (fields are detached from it). */
+static void
+stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
+{
+	static const char *known[] = { "vendor", "sku", "quantity", "fetched_at", "name", "price_cents" };
+	const cJSON *price = cJSON_GetObjectItemCaseSensitive(item, "price_cents");
+	const char *name = json_string(item, "name");
+	struct conn *c = vendor_conn(v, sku);
+	enum copying into;
+	char *extra = NULL;
+
+	v->positive += quantity > 0;
+	skuset_add(&v->seen, sku);	/* before the fields (and sku) are detached */
+	/* From a SKU that may repeat on, a load goes through staging (MERGE). */
+	into = v->direct && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
+	copy_begin(c, into);
+	put_field(c, v->name, '\t');
+	put_field(c, sku, '\t');
+	put_number(c, quantity, '\t');
+	put_field(c, name, '\t');
+	if (cJSON_IsNumber(price) && price->valuedouble == (double)(long long)price->valuedouble)
+		put_number(c, (long long)price->valuedouble, '\t');
+	else
+		put_field(c, NULL, '\t');
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+		cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
+	if (item->child != NULL && (extra = cJSON_PrintUnformatted(item)) == NULL)
+		die(EX_OSERR, "out of memory");
+	put_field(c, extra, '\t');
+	free(extra);
+	if (into == INTO_STOCK)
+		put_field(c, v->fetched_at ? v->fetched_at : "-infinity", '\n');
+	else
+		put_number(c, ++st.seq, '\n');
+	v->staged++;
 }
 
 /*
@@ -370,14 +471,14 @@ exec_or_lost(const char *what, const char *sql)
  * the table now; if the table has no more such rows, none is unlisted.
  */
 static int
-nothing_to_withdraw(const struct vendor *v)
+nothing_to_withdraw(struct conn *c, const struct vendor *v)
 {
 	PGresult *r;
 	long listed;
 
 	if (v->seen.unsure)
 		return 0;
-	r = run("counting listed stock", COUNT_LISTED, v->name, NULL);
+	r = run(c, "counting listed stock", COUNT_LISTED, v->name, NULL);
 	listed = atol(PQgetvalue(r, 0, 0));
 	PQclear(r);
 	debugx("%s: %ld listed with stock, %ld staged with stock", v->name, listed, v->positive);
@@ -386,30 +487,38 @@ nothing_to_withdraw(const struct vendor *v)
 
 /* Drop a vendor's staged rows, keeping other vendors' rows still staged. */
 static void
-clear_staged(const struct vendor *v)
+clear_staged(struct conn *c, const struct vendor *v)
 {
-	for (size_t i = 0; i < st.nv; i++) {
-		if (&st.v[i] != v && st.v[i].staged > 0) {
-			PQclear(run("clearing staged lines",
-			    "DELETE FROM staging WHERE vendor = $1", v->name, NULL));
-			return;
-		}
-	}
-	exec_or_lost("clearing staged lines", "TRUNCATE staging");
+	if (c->open > 1)
+		PQclear(run(c, "clearing staged lines", "DELETE FROM staging WHERE vendor = $1",
+		    v->name, NULL));
+	else
+		exec_or_lost(c, "clearing staged lines", "TRUNCATE staging");
+}
+
+/* Merge the vendor's staged rows; statistics first, so the join is sized right. */
+static void
+merge_staged(struct conn *c, const struct vendor *v, const char *ts)
+{
+	exec_or_lost(c, "analyzing staged lines", "ANALYZE staging");
+	PQclear(run(c, "merging stock", v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE, v->name, ts));
 }
 
 /*
- * Apply a vendor's staged rows in one transaction; withdraw absent SKUs only
- * when the snapshot is complete and every one of its lines arrived intact.
+ * Apply a vendor's lines in one transaction; withdraw absent SKUs only when
+ * the snapshot is complete and every one of its lines arrived intact. A
+ * vendor loaded straight into the table had no rows before: there is nothing
+ * to withdraw and no order of it to settle.
  */
 static void
 apply_vendor(struct vendor *v, int complete, long announced)
 {
+	struct conn *c = vendor_conn(v, NULL);
 	char ts[64];
 	long withdrawn = 0;
 	cJSON *out;
 
-	copy_end();
+	copy_end(c);
 	if (complete && v->tainted) {
 		warnx_("%s: snapshot had invalid lines; applied what was valid, withdrew nothing", v->name);
 		complete = 0;
@@ -420,21 +529,22 @@ apply_vendor(struct vendor *v, int complete, long announced)
 	}
 	/* Without a time of its own the snapshot settles nothing. */
 	snprintf(ts, sizeof ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
-	exec_or_lost("beginning the snapshot transaction", "BEGIN");
-	PQclear(run("taking the vendor's lock", LOCK_VENDOR, v->name, NULL));
-	PQclear(run("merging stock", v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE, v->name, ts));
-	if (complete && !nothing_to_withdraw(v)) {
-		PGresult *r;
+	if (v->direct) {
+		if (v->seen.unsure)
+			merge_staged(c, v, ts);
+	} else {
+		exec_or_lost(c, "beginning the snapshot transaction", "BEGIN");
+		PQclear(run(c, "taking the vendor's lock", LOCK_VENDOR, v->name, NULL));
+		merge_staged(c, v, ts);
+		if (complete && !nothing_to_withdraw(c, v)) {
+			PGresult *r = run(c, "withdrawing unlisted stock", WITHDRAW, v->name, NULL);
 
-		/* Without statistics the planner may pick a nested-loop anti join. */
-		exec_or_lost("analyzing staged lines", "ANALYZE staging");
-		r = run("withdrawing unlisted stock", WITHDRAW, v->name, NULL);
-
-		withdrawn = count_of(r);
-		PQclear(r);
+			withdrawn = count_of(r);
+			PQclear(r);
+		}
+		PQclear(run(c, "settling fulfilled orders", SETTLE, v->name, ts));
 	}
-	PQclear(run("settling fulfilled orders", SETTLE, v->name, ts));
-	exec_or_lost("committing the snapshot", "COMMIT");
+	exec_or_lost(c, "committing the snapshot", "COMMIT");
 	st.applied_vendors++;
 
 	out = cJSON_CreateObject();
@@ -447,7 +557,13 @@ apply_vendor(struct vendor *v, int complete, long announced)
 	cJSON_Delete(out);
 	out_flush("every snapshot summarised so far was committed");
 
-	clear_staged(v);
+	if (!v->direct || v->seen.unsure)
+		clear_staged(c, v);
+	if (c->loading == v)
+		c->loading = NULL;
+	c->open--;
+	v->conn = NULL;
+	v->direct = 0;
 	v->staged = 0;
 	v->positive = 0;
 	v->tainted = 0;
@@ -540,12 +656,7 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage(stderr, EX_USAGE);
 
-	st.db = db_connect_or_die("no stock was applied");
-	if ((st.buf = malloc(COPY_CHUNK)) == NULL)
-		die(EX_OSERR, "out of memory");
-	exec_or_lost("creating the staging table", CREATE_STAGING);
-	/* Large snapshots sort and hash in memory rather than on disk. */
-	exec_or_lost("setting work_mem", "SET work_mem = '64MB'");
+	conn_open(&st.main);
 
 	jsonl_open(&in, stdin);
 	while ((rc = jsonl_next(&in, &obj, &why)) != JSONL_EOF) {
@@ -576,8 +687,8 @@ main(int argc, char **argv)
 		skuset_free(&st.v[i].seen);
 	}
 	free(st.v);
-	free(st.buf);
-	PQfinish(st.db);
+	conn_close(&st.main);
+	conn_close(&st.side);
 	if (fclose(stdout) != 0)
 		die(EX_IOERR, "writing standard output failed; every snapshot was committed");
 	return st.bad_lines ? EX_DATAERR : 0;
