@@ -291,7 +291,8 @@ call_vendors(struct job *jobs, size_t n)
 static char *
 refusal_reason(const struct job *j)
 {
-	cJSON *b = cJSON_ParseWithLength(j->resp.body ? j->resp.body : "", j->resp.len);
+	const struct buf *body = &j->resp.body;
+	cJSON *b = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
 	const char *e = json_string(b, "error");
 	char buf[64];
 	char *r;

@@ -19,6 +19,7 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
+#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/listen.h"
 #include "lib/log.h"
@@ -54,8 +55,7 @@ enum req_state {
 /* One HTTP request, from its first callback to its completion. */
 struct req {
 	struct MHD_Connection *c;
-	char *body;
-	size_t len, cap;
+	struct buf body;	/* capped at --max-body */
 	int too_big;
 	enum req_state state;
 	cJSON *obj;			/* the parsed body: rq's strings point into it */
@@ -496,10 +496,11 @@ post_order(struct req *r)
 		    " placed; retry with the same key" : "the order was not placed");
 	if (r->too_big)
 		return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
-	r->obj = cJSON_ParseWithLengthOpts(r->body != NULL ? r->body : "", r->len, &end, 0);
+	r->obj = cJSON_ParseWithLengthOpts(r->body.data != NULL ? r->body.data : "", r->body.len,
+	    &end, 0);
 	if (r->obj == NULL) {
 		snprintf(msg, sizeof msg, "the body is not valid JSON (error near byte %ld)",
-		    end != NULL && r->body != NULL ? (long)(end - r->body) : 0L);
+		    end != NULL && r->body.data != NULL ? (long)(end - r->body.data) : 0L);
 		return reply_invalid(r, msg);
 	}
 	if (!cJSON_IsObject(r->obj))
@@ -724,27 +725,6 @@ route(struct req *r, const char *url, const char *method)
 	return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", NULL);
 }
 
-static void
-body_add(struct req *r, const char *data, size_t n)
-{
-	if (r->too_big || r->len + n > (size_t)opt.max_body) {
-		r->too_big = 1;
-		return;
-	}
-	if (r->len + n + 1 > r->cap) {
-		size_t cap = r->cap ? r->cap : 512;
-
-		while (cap < r->len + n + 1)
-			cap *= 2;
-		if ((r->body = realloc(r->body, cap)) == NULL)
-			die(EX_OSERR, "out of memory");
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, data, n);
-	r->len += n;
-	r->body[r->len] = '\0';
-}
-
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -758,6 +738,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 			return MHD_NO;
 		*con_cls = r;
 		r->c = c;
+		r->body.max = (size_t)opt.max_body;
 		pthread_mutex_lock(&lock);
 		open_requests++;
 		pthread_mutex_unlock(&lock);
@@ -768,7 +749,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	}
 	r->c = c;
 	if (*upload_size > 0) {
-		body_add(r, upload, *upload_size);
+		if (!r->too_big && xbuf_add(&r->body, upload, *upload_size) < 0)
+			r->too_big = 1;
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -786,7 +768,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)toe;
 	if (r == NULL)
 		return;
-	free(r->body);
+	buf_free(&r->body);
 	cJSON_Delete(r->obj);
 	free(r->key);
 	order_result_clear(&r->res);

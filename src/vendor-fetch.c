@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/http.h"
 #include "lib/jsonl.h"
@@ -333,32 +334,17 @@ parse_jq_output(struct vendor *v, const char *buf, size_t len)
 	return list;
 }
 
+/* All of fd into out: 0, or -1 if unreadable, past out->max or out of memory. */
 static int
-read_all(int fd, char **buf, size_t *len, size_t max)
+read_all(int fd, struct buf *out)
 {
-	size_t cap = 0;
+	char chunk[64 * 1024];
 	ssize_t n;
 
-	*buf = NULL;
-	*len = 0;
-	for (;;) {
-		if (*len == cap) {
-			char *p;
-
-			cap = cap ? cap * 2 : 64 * 1024;
-			if ((p = realloc(*buf, cap)) == NULL)
-				return -1;
-			*buf = p;
-		}
-		n = read(fd, *buf + *len, cap - *len);
-		if (n == 0)
-			return 0;
-		if (n < 0)
+	while ((n = read(fd, chunk, sizeof chunk)) > 0)
+		if (buf_add(out, chunk, (size_t)n) < 0)
 			return -1;
-		*len += (size_t)n;
-		if (*len > max)
-			return -1;
-	}
+	return n < 0 ? -1 : 0;
 }
 
 /* jq's first line of complaint, for the failure message. */
@@ -390,21 +376,22 @@ run_filter(struct vendor *v)
 {
 	extern char **environ;
 	FILE *in = tmpfile(), *err = tmpfile();
-	char *prog = NULL, *out = NULL;
+	char *prog = NULL;
+	struct buf out = { .max = opt.lim.max_bytes };
 	char *argv[] = { "jq", "-c", NULL, NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t dfl;
 	cJSON *items = NULL;
 	int pfd[2] = { -1, -1 }, status = 0, rc;
-	size_t len = 0;
 	pid_t pid;
 
 	/* jq 1.6 takes a program starting with '-' for an option; a space is harmless. */
 	if (asprintf(&prog, " %s", opt.filter) < 0)
 		die(EX_SOFTWARE, "out of memory");
 	argv[2] = prog;
-	if (in == NULL || err == NULL || fwrite(v->resp.body, 1, v->resp.len, in) != v->resp.len ||
+	if (in == NULL || err == NULL ||
+	    fwrite(v->resp.body.data, 1, v->resp.body.len, in) != v->resp.body.len ||
 	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe(pfd) < 0) {
 		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
 		goto done;
@@ -428,7 +415,7 @@ run_filter(struct vendor *v)
 		snprintf(v->why, sizeof v->why, "--filter: cannot run jq: %s", strerror(rc));
 		goto done;
 	}
-	rc = read_all(pfd[0], &out, &len, opt.lim.max_bytes);
+	rc = read_all(pfd[0], &out);
 	close(pfd[0]);
 	pfd[0] = -1;
 	if (rc < 0)
@@ -441,7 +428,7 @@ run_filter(struct vendor *v)
 	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		jq_complaint(v, err, status);
 	else
-		items = parse_jq_output(v, out, len);
+		items = parse_jq_output(v, out.data != NULL ? out.data : "", out.len);
 done:
 	if (pfd[0] >= 0)
 		close(pfd[0]);
@@ -449,7 +436,7 @@ done:
 		fclose(in);
 	if (err != NULL)
 		fclose(err);
-	free(out);
+	buf_free(&out);
 	free(prog);
 	return items;
 }
@@ -463,7 +450,7 @@ deliver(struct vendor *v)
 	if (opt.filter != NULL)
 		items = run_filter(v);
 	else
-		items = parse_array(v, v->resp.body, v->resp.len, "the response");
+		items = parse_array(v, v->resp.body.data, v->resp.body.len, "the response");
 	/* The parse tree is all we need now; give the body's memory back first. */
 	http_resp_free(&v->resp);
 	if (items == NULL)

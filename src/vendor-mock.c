@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 
+#include "lib/buf.h"
 #include "lib/jsonl.h"
 #include "lib/listen.h"
 #include "lib/log.h"
@@ -38,12 +39,6 @@
 #define LATENCY_MAX	600000L
 /* 2^53: beyond it a JSON number (a double) loses units. */
 #define QUANTITY_MAX	9007199254740992.0
-
-/* A growable string. */
-struct sbuf {
-	char *s;
-	size_t len, cap;
-};
 
 /* Open-addressing hash table from owned strings to indexes. */
 struct table {
@@ -91,7 +86,7 @@ struct vendor {
 
 /* One HTTP request, from its first callback to its completion. */
 struct req {
-	struct sbuf body;
+	struct buf body;	/* capped at BODY_MAX */
 	int too_big;
 	struct MHD_Connection *c;
 	const char *method, *url;
@@ -105,7 +100,7 @@ struct stream {
 	int64_t *qty;		/* quantities as they were when the request was answered */
 	size_t next;
 	int opened, closed;
-	struct sbuf piece;
+	struct buf piece;
 	size_t off;
 };
 
@@ -156,28 +151,9 @@ xstrndup(const char *s, size_t n)
 }
 
 static void
-sb_add(struct sbuf *b, const char *s, size_t n)
+sb_str(struct buf *b, const char *s)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if ((p = realloc(b->s, cap)) == NULL)
-			die(EX_OSERR, "out of memory");
-		b->s = p;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void
-sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
+	xbuf_add(b, s, strlen(s));
 }
 
 /* splitmix64: a stateless mix, so a generated item needs no storage but its quantity. */
@@ -359,7 +335,7 @@ sku_index(const struct vendor *v, const char *sku, size_t *idx)
 static char *
 read_file(const char *path, size_t *len)
 {
-	struct sbuf b = { 0 };
+	struct buf b = { 0 };
 	char chunk[65536];
 	size_t n;
 	FILE *fp = fopen(path, "r");
@@ -367,20 +343,20 @@ read_file(const char *path, size_t *len)
 	if (fp == NULL)
 		die(EX_NOINPUT, "option --vendor: cannot open %s: %s", path, strerror(errno));
 	while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-		sb_add(&b, chunk, n);
+		xbuf_add(&b, chunk, n);
 	if (ferror(fp))
 		die(EX_NOINPUT, "option --vendor: cannot read %s: %s", path, strerror(errno));
 	fclose(fp);
-	sb_add(&b, "", 0);
+	xbuf_add(&b, "", 0);	/* an empty file is "", not NULL */
 	*len = b.len;
-	return b.s;
+	return b.data;
 }
 
 /* Every field but the quantity passes through as it was written, in its order. */
 static void
 split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
 {
-	struct sbuf b = { 0 };
+	struct buf b = { 0 };
 	const cJSON *f;
 
 	sb_str(&b, "{");
@@ -397,8 +373,8 @@ split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
 		free(k);
 		cJSON_Delete(key);
 		if (f == quantity) {
-			*head = b.s;
-			b = (struct sbuf){ 0 };
+			*head = b.data;
+			b = (struct buf){ 0 };
 			continue;
 		}
 		if ((val = cJSON_PrintUnformatted(f)) == NULL)
@@ -407,7 +383,7 @@ split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
 		free(val);
 	}
 	sb_str(&b, "}");
-	*tail = b.s;
+	*tail = b.data;
 }
 
 static void
@@ -664,7 +640,7 @@ reply_injected(struct req *r)
 }
 
 static void
-render_item(const struct stream *s, size_t i, struct sbuf *out)
+render_item(const struct stream *s, size_t i, struct buf *out)
 {
 	const struct vendor *v = s->v;
 	char num[160];
@@ -686,7 +662,7 @@ render_item(const struct stream *s, size_t i, struct sbuf *out)
 static int
 stream_piece(struct stream *s)
 {
-	s->piece.len = 0;
+	buf_reset(&s->piece);
 	s->off = 0;
 	if (!s->opened) {
 		s->opened = 1;
@@ -719,7 +695,7 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		k = s->piece.len - s->off;
 		if (k > max - n)
 			k = max - n;
-		memcpy(buf + n, s->piece.s + s->off, k);
+		memcpy(buf + n, s->piece.data + s->off, k);
 		s->off += k;
 		n += k;
 	}
@@ -732,7 +708,7 @@ stream_free(void *cls)
 	struct stream *s = cls;
 
 	free(s->qty);
-	free(s->piece.s);
+	buf_free(&s->piece);
 	free(s);
 }
 
@@ -799,7 +775,7 @@ order_parse(struct req *r, cJSON **order, long long *quantity)
 {
 	const char *why;
 
-	*order = cJSON_ParseWithLength(r->body.s ? r->body.s : "", r->body.len);
+	*order = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
 	if (!cJSON_IsObject(*order))
 		return "the body must be a JSON object";
 	why = order_key(cJSON_GetObjectItemCaseSensitive(*order, "order_id"), r->order_id,
@@ -1013,6 +989,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		r->c = c;
 		r->method = method;
 		r->url = url;
+		r->body.max = BODY_MAX;
 		/* Refuse before reading a body we would only throw away. */
 		if (listen_body_too_big(c, BODY_MAX))
 			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
@@ -1022,9 +999,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	r->method = method;
 	r->url = url;
 	if (*upload_size > 0) {
-		if (!r->too_big && r->body.len + *upload_size <= BODY_MAX)
-			sb_add(&r->body, upload, *upload_size);
-		else
+		if (!r->too_big && xbuf_add(&r->body, upload, *upload_size) < 0)
 			r->too_big = 1;
 		*upload_size = 0;
 		return MHD_YES;
@@ -1043,7 +1018,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)toe;
 	if (r == NULL)
 		return;
-	free(r->body.s);
+	buf_free(&r->body);
 	free(r);
 	*con_cls = NULL;
 }

@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,14 +74,14 @@ void
 http_resp_init(struct http_resp *r, size_t max_bytes)
 {
 	memset(r, 0, sizeof *r);
-	r->max = max_bytes;
+	r->body.max = max_bytes;
 	r->retry_after = -1;
 }
 
 void
 http_resp_reset(struct http_resp *r)
 {
-	r->len = 0;
+	buf_reset(&r->body);
 	r->too_big = 0;
 	r->nomem = 0;
 	r->retry_after = -1;
@@ -90,11 +91,9 @@ http_resp_reset(struct http_resp *r)
 void
 http_resp_free(struct http_resp *r)
 {
-	free(r->body);
+	buf_free(&r->body);
 	curl_slist_free_all(r->headers);
-	r->body = NULL;
 	r->headers = NULL;
-	r->len = r->cap = 0;
 }
 
 static size_t
@@ -103,28 +102,17 @@ on_body(char *data, size_t size, size_t n, void *arg)
 	struct http_resp *r = arg;
 	size_t add = size * n;
 
+	if (buf_add(&r->body, data, add) == 0)
+		return add;
 	/* Returning less than was given aborts the transfer (CURLE_WRITE_ERROR). */
-	if (add > r->max - r->len) {
+	if (errno == ENOMEM) {
+		r->nomem = 1;
+		snprintf(r->err, sizeof r->err, "out of memory for a %zu-byte response",
+		    r->body.len + add);
+	} else {
 		r->too_big = 1;
-		return 0;
 	}
-	if (r->len + add > r->cap) {
-		size_t cap = r->cap ? r->cap : 64 * 1024;
-		char *p;
-
-		while (cap < r->len + add)
-			cap = cap > r->max / 2 ? r->max : cap * 2;
-		if ((p = realloc(r->body, cap)) == NULL) {
-			r->nomem = 1;
-			snprintf(r->err, sizeof r->err, "out of memory for a %zu-byte response", cap);
-			return 0;
-		}
-		r->body = p;
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, data, add);
-	r->len += add;
-	return add;
+	return 0;
 }
 
 /* Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3). */
@@ -182,7 +170,7 @@ int
 http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct http_resp *r)
 {
 	http_resp_reset(r);
-	r->max = lim->max_bytes;
+	r->body.max = lim->max_bytes;
 	SET(h, CURLOPT_URL, url);
 	SET(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -251,7 +239,7 @@ http_result(CURL *h, CURLcode rc, const struct http_resp *r, long *status, char 
 	*status = 0;
 	if (rc != CURLE_OK) {
 		if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
-			snprintf(why, whylen, "response larger than %zu bytes", r->max);
+			snprintf(why, whylen, "response larger than %zu bytes", r->body.max);
 			return HTTP_PERMANENT;
 		}
 		snprintf(why, whylen, "%s", r->err[0] ? r->err : curl_easy_strerror(rc));

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "retry.h"
 
 /* Retry-After is honoured up to this many seconds; a longer wait is cut to it. */
@@ -18,9 +19,8 @@ struct http_limits {
 
 /* One response: the body, its status, and what the server asked of us. */
 struct http_resp {
-	char *body;		/* not NUL-terminated; len bytes */
-	size_t len, cap, max;
-	int too_big;		/* the body passed max and the transfer was aborted */
+	struct buf body;	/* body.max: the largest body accepted */
+	int too_big;		/* the body passed body.max and the transfer was aborted */
 	int nomem;		/* no memory to hold the body */
 	double retry_after;	/* seconds the server asked us to wait, or -1 */
 	struct curl_slist *headers;	/* request headers we set, freed with the response */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "buf.h"
 #include "db.h"
 #include "log.h"
 #include "retry.h"
@@ -65,12 +66,6 @@ enum { RUN_OK, RUN_RETRY, RUN_FAILED, RUN_LOST };
 	" SELECT req.id, ins.id IS NOT NULL," \
 	"  (SELECT count(*) FROM upd) = (SELECT count(*) FROM held)" \
 	" FROM req LEFT JOIN ins USING (id) ORDER BY req.ord"
-
-/* A growable string, for array literals. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
 
 /* One locked vendor row: what it can still sell in this batch. */
 struct stock {
@@ -255,50 +250,33 @@ orders_prepare(PGconn *c)
 	return ok ? 0 : -1;
 }
 
-static void
-sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if ((b->p = realloc(b->p, cap)) == NULL)
-			die(EX_OSERR, "out of memory");
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
 /* Append one element of a text[] literal: quoted, or NULL. */
 static void
-sb_text(struct sbuf *b, const char *s)
+sb_text(struct buf *b, const char *s)
 {
 	if (b->len > 1)
-		sb_add(b, ",", 1);
+		xbuf_add(b, ",", 1);
 	if (s == NULL) {
-		sb_add(b, "NULL", 4);
+		xbuf_add(b, "NULL", 4);
 		return;
 	}
-	sb_add(b, "\"", 1);
+	xbuf_add(b, "\"", 1);
 	for (; *s != '\0'; s++) {
 		if (*s == '"' || *s == '\\')
-			sb_add(b, "\\", 1);
-		sb_add(b, s, 1);
+			xbuf_add(b, "\\", 1);
+		xbuf_add(b, s, 1);
 	}
-	sb_add(b, "\"", 1);
+	xbuf_add(b, "\"", 1);
 }
 
 static void
-sb_number(struct sbuf *b, long long v)
+sb_number(struct buf *b, long long v)
 {
 	char num[32];
 
 	if (b->len > 1)
-		sb_add(b, ",", 1);
-	sb_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", v));
+		xbuf_add(b, ",", 1);
+	xbuf_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", v));
 }
 
 static void
@@ -352,19 +330,19 @@ exec(struct attempt *a, const char *what, const char *sql, int n, const char *co
 static int
 find_keyed(struct attempt *a, const size_t *want, size_t nwant)
 {
-	struct sbuf keys = { 0 };
+	struct buf keys = { 0 };
 	PGresult *r;
 	int rc;
 
 	if (nwant == 0)
 		return RUN_OK;
-	sb_add(&keys, "{", 1);
+	xbuf_add(&keys, "{", 1);
 	for (size_t k = 0; k < nwant; k++)
 		sb_text(&keys, a->rq[want[k]].key);
-	sb_add(&keys, "}", 1);
+	xbuf_add(&keys, "}", 1);
 	rc = exec(a, "looking up idempotency keys", SQL_BY_KEY, 1,
-	    (const char *[]){ keys.p }, &r);
-	free(keys.p);
+	    (const char *[]){ keys.data }, &r);
+	buf_free(&keys);
 	if (rc != RUN_OK)
 		return rc;
 	for (int row = 0; row < PQntuples(r); row++)
@@ -395,20 +373,20 @@ by_stock(const void *x, const void *y)
 static int
 lock_stock(struct attempt *a)
 {
-	struct sbuf skus = { 0 };
+	struct buf skus = { 0 };
 	int rc;
 
-	sb_add(&skus, "{", 1);
+	xbuf_add(&skus, "{", 1);
 	for (size_t i = 0; i < a->n; i++)
 		if (a->rq[i].invalid == NULL && a->res[i].status == NULL && a->same[i] == i)
 			sb_text(&skus, a->rq[i].sku);
-	sb_add(&skus, "}", 1);
+	xbuf_add(&skus, "}", 1);
 	if (skus.len == 2) {	/* every request was answered by its key */
-		free(skus.p);
+		buf_free(&skus);
 		return RUN_OK;
 	}
-	rc = exec(a, "locking stock rows", SQL_LOCK, 1, (const char *[]){ skus.p }, &a->locked);
-	free(skus.p);
+	rc = exec(a, "locking stock rows", SQL_LOCK, 1, (const char *[]){ skus.data }, &a->locked);
+	buf_free(&skus);
 	if (rc != RUN_OK)
 		return rc;
 	a->nstock = (size_t)PQntuples(a->locked);
@@ -485,7 +463,7 @@ allocate(struct attempt *a)
 static int
 insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
 {
-	struct sbuf sku = { 0 }, qty = { 0 }, vendor = { 0 }, key = { 0 };
+	struct buf sku = { 0 }, qty = { 0 }, vendor = { 0 }, key = { 0 };
 	size_t *who, row = 0;
 	PGresult *r;
 	int rc;
@@ -495,7 +473,8 @@ insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
 		return RUN_OK;
 	if ((who = calloc(nplaced, sizeof *who)) == NULL)
 		die(EX_OSERR, "out of memory");
-	sb_add(&sku, "{", 1), sb_add(&qty, "{", 1), sb_add(&vendor, "{", 1), sb_add(&key, "{", 1);
+	xbuf_add(&sku, "{", 1), xbuf_add(&qty, "{", 1);
+	xbuf_add(&vendor, "{", 1), xbuf_add(&key, "{", 1);
 	for (size_t i = 0; i < a->n; i++) {
 		if (a->vendor[i] == NULL)
 			continue;
@@ -505,10 +484,11 @@ insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
 		sb_text(&vendor, a->vendor[i]);
 		sb_text(&key, a->rq[i].key);
 	}
-	sb_add(&sku, "}", 1), sb_add(&qty, "}", 1), sb_add(&vendor, "}", 1), sb_add(&key, "}", 1);
+	xbuf_add(&sku, "}", 1), xbuf_add(&qty, "}", 1);
+	xbuf_add(&vendor, "}", 1), xbuf_add(&key, "}", 1);
 	rc = exec(a, "inserting orders", SQL_INSERT, 4,
-	    (const char *[]){ sku.p, qty.p, vendor.p, key.p }, &r);
-	free(sku.p), free(qty.p), free(vendor.p), free(key.p);
+	    (const char *[]){ sku.data, qty.data, vendor.data, key.data }, &r);
+	buf_free(&sku), buf_free(&qty), buf_free(&vendor), buf_free(&key);
 	if (rc == RUN_OK && (size_t)PQntuples(r) != nplaced) {
 		snprintf(a->msg, sizeof a->msg, "inserting orders: %d rows for %zu orders",
 		    PQntuples(r), nplaced);

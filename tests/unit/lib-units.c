@@ -1,7 +1,10 @@
-/* lib-units: unit tests of src/lib (number parsing, JSON lines, backoff, URL redaction). */
+/* lib-units: unit tests of src/lib (number parsing, JSON lines, backoff, URL redaction,
+ * byte buffers). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
@@ -93,6 +96,45 @@ test_redact(void)
 	free(r);
 }
 
+static void
+test_buf(void)
+{
+	struct buf b = { 0 };
+	int same = 1;
+
+	ok(buf_add(&b, NULL, 0) == 0 && b.data != NULL && b.len == 0 && b.data[0] == '\0',
+	    "a zero-length append makes an empty string");
+	for (int i = 0; i < 1000; i++)
+		same &= buf_add(&b, "0123456789", 10) == 0 && b.data[b.len] == '\0';
+	ok(same && b.len == 10000 && b.cap > 10000, "appends grow the buffer, each NUL-terminated");
+	for (size_t i = 0; i < b.len; i++)
+		same &= b.data[i] == "0123456789"[i % 10];
+	ok(same && strlen(b.data) == 10000, "the bytes survive growth in order");
+	buf_reset(&b);
+	ok(b.len == 0 && b.data != NULL && b.data[0] == '\0' && b.cap > 10000,
+	    "reset empties the buffer and keeps its memory");
+	ok(buf_add(&b, "x", 1) == 0 && strcmp(b.data, "x") == 0, "a reset buffer is appended to");
+	buf_free(&b);
+	ok(b.data == NULL && b.len == 0 && b.cap == 0, "free leaves an empty buffer");
+	buf_free(&b);
+	ok(b.data == NULL, "freeing twice is harmless");
+
+	b.max = 10;
+	ok(buf_add(&b, "12345678", 8) == 0, "a capped buffer takes what fits");
+	errno = 0;
+	ok(buf_add(&b, "abc", 3) < 0 && errno == EMSGSIZE, "an append past the cap is refused");
+	ok(b.len == 8 && strcmp(b.data, "12345678") == 0,
+	    "a refused append leaves the buffer as it was");
+	ok(buf_add(&b, "ab", 2) == 0 && strcmp(b.data, "12345678ab") == 0,
+	    "the cap itself is reached");
+	ok(buf_add(&b, "", 0) == 0 && xbuf_add(&b, "c", 1) < 0 && b.len == 10,
+	    "a full buffer takes nothing more, but a zero-length append");
+	ok(b.cap <= b.max + 1, "a capped buffer never holds more memory than its cap and the NUL");
+	buf_free(&b);
+	ok(b.max == 10 && buf_add(&b, "0123456789x", 11) < 0 && b.data == NULL,
+	    "free keeps the cap");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -102,5 +144,6 @@ main(int argc, char **argv)
 	test_jsonl();
 	test_backoff();
 	test_redact();
+	test_buf();
 	return tap_done();
 }
