@@ -1,5 +1,6 @@
 /* order-place: reserve stock and record pending orders, answering one line per request. */
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/orders.h"
+#include "lib/retry.h"
 
 /*
  * Requests already waiting on stdin are taken together, up to a batch, and
@@ -31,14 +33,94 @@ struct batch {
 	long first_line, last_line;
 };
 
+/*
+ * --stats keeps commit latencies in a fixed histogram, so its memory does not
+ * grow with the input: bucket i holds latencies up to STATS_MIN_MS * STATS_STEP^i
+ * (the last bucket anything longer), and a percentile is reported as its
+ * bucket's upper edge, at most 1% above the true value.
+ */
+#define STATS_BUCKETS 2000
+#define STATS_STEP 1.01
+#define STATS_MIN_MS 0.001
+
 static long printed;
+static struct {
+	int on;
+	long requests, orders, transactions;
+	long count[STATS_BUCKETS];
+} stats;
 
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-b N] [-k KEY] SKU QUANTITY\n"
-	    "       %s [-b N] < requests.jsonl\n", progname, progname);
+	fprintf(fp, "usage: %s [-b N] [-k KEY] [--stats] SKU QUANTITY\n"
+	    "       %s [-b N] [--stats] < requests.jsonl\n", progname, progname);
 	exit(code);
+}
+
+static void
+stats_add(double ms)
+{
+	long i = ms <= STATS_MIN_MS ? 0 : lround(ceil(log(ms / STATS_MIN_MS) / log(STATS_STEP)));
+
+	stats.count[i < STATS_BUCKETS ? i : STATS_BUCKETS - 1]++;
+	stats.transactions++;
+}
+
+/* The p-th quantile (nearest rank) in ms, rounded to the microsecond; JSON null when none. */
+static cJSON *
+stats_quantile(double p)
+{
+	long rank = lround(ceil(p * (double)stats.transactions)), seen = 0;
+	int i;
+
+	if (stats.transactions == 0)
+		return cJSON_CreateNull();
+	if (rank < 1)
+		rank = 1;
+	for (i = 0; i < STATS_BUCKETS - 1 && (seen += stats.count[i]) < rank; i++)
+		;
+	return cJSON_CreateNumber(round(STATS_MIN_MS * pow(STATS_STEP, i) * 1000) / 1000);
+}
+
+/* One line on stderr: what was placed, in how many transactions, how fast they committed. */
+static void
+stats_print(void)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		die(EX_OSERR, "out of memory");
+	cJSON_AddNumberToObject(o, "requests", (double)stats.requests);
+	cJSON_AddNumberToObject(o, "orders", (double)stats.orders);
+	cJSON_AddNumberToObject(o, "transactions", (double)stats.transactions);
+	cJSON_AddItemToObject(o, "commit_ms_p50", stats_quantile(0.50));
+	cJSON_AddItemToObject(o, "commit_ms_p99", stats_quantile(0.99));
+	jsonl_write(stderr, o);
+	cJSON_Delete(o);
+}
+
+/*
+ * orders_place, counted and timed for --stats: a batch with a valid request is
+ * one transaction, timed from BEGIN sent to COMMIT acknowledged (retries after
+ * a deadlock included). A batch of invalid requests alone touches no database.
+ */
+static int
+place(PGconn *c, const struct order_request *rq, size_t n, struct order_result *res)
+{
+	double t0 = now_seconds();
+	int rc = orders_place(c, rq, n, res), valid = 0;
+
+	if (!stats.on || rc != ORDERS_OK)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		valid |= rq[i].invalid == NULL;
+		stats.orders += res[i].error == NULL && !res[i].existing;
+	}
+	stats.requests += (long)n;
+	if (valid)
+		stats_add((now_seconds() - t0) * 1000);
+	return rc;
 }
 
 static void
@@ -127,7 +209,7 @@ batch_print(struct batch *b)
 static void
 batch_place(PGconn *c, struct batch *b)
 {
-	int rc = orders_place(c, b->rq, b->n, b->res);
+	int rc = place(c, b->rq, b->n, b->res);
 
 	if (rc == ORDERS_OK)
 		return;
@@ -194,7 +276,7 @@ place_one(PGconn *c, const struct order_request *rq)
 	struct order_result res;
 	cJSON *o;
 
-	if (orders_place(c, rq, 1, &res) != ORDERS_OK)
+	if (place(c, rq, 1, &res) != ORDERS_OK)
 		die(EX_UNAVAILABLE, "database unavailable: the order was not placed");
 	o = order_result_json(&res);
 	jsonl_write(stdout, o);
@@ -210,6 +292,7 @@ main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "key", required_argument, NULL, 'k' },
+		{ "stats", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -225,6 +308,7 @@ main(int argc, char **argv)
 		switch (ch) {
 		case 'b': batch_size = option_long("-b", optarg, 1, BATCH_MAX); break;
 		case 'k': key = optarg; break;
+		case 'S': stats.on = 1; break;
 		case 'h': usage(stdout, 0); break;
 		case 'V': puts(OA_VERSION); return 0;
 		default: usage(stderr, EX_USAGE);
@@ -249,5 +333,7 @@ main(int argc, char **argv)
 	}
 	rc = argc == 2 ? place_one(c, &one) : place_stream(c, (size_t)batch_size);
 	PQfinish(c);
+	if (stats.on)
+		stats_print();
 	return rc;
 }

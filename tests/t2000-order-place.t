@@ -155,8 +155,30 @@ test_expect_code 74 'a failing standard output exits 74 saying the order was com
 	exit $rc
 '
 
+test_expect_success '--stats writes one line of counts and commit latencies to stderr, stdout unchanged' '
+	stock acme STATS 100 &&
+	printf "%s\n" "{\"sku\":\"STATS\",\"quantity\":1}" "{\"sku\":\"STATS\",\"quantity\":2}" \
+		"{\"sku\":\"NOPE\",\"quantity\":1}" "{\"sku\":\"STATS\",\"quantity\":3}" >in &&
+	order-place --stats <in >out 2>err &&
+	order-place <in >plain 2>plain.err &&
+	expect_eq "$(jq -c "del(.order_id)" plain)" "$(jq -c "del(.order_id)" out)" "answers without order ids" &&
+	test ! -s plain.err || fail "stderr without --stats" &&
+	expect_eq 1 "$(lines err)" "stderr lines" &&
+	expect_eq "4 3 1" "$(jq -r "\"\(.requests) \(.orders) \(.transactions)\"" err)" "requests orders transactions" &&
+	jq -e ".commit_ms_p50 > 0 and .commit_ms_p99 >= .commit_ms_p50 and .commit_ms_p99 < 10000" err >/dev/null ||
+		fail "latencies not sane: $(cat err)"
+'
+
+test_expect_code 65 '--stats counts no transaction for a stream of invalid requests only' '
+	echo "{\"sku\":\"STATS\"}" | order-place --stats >out 2>err
+	rc=$?
+	expect_eq 2 "$(lines err)" "stderr lines" &&
+	expect_eq "1 0 0 null null" "$(tail -n 1 err | jq -r "\"\(.requests) \(.orders) \(.transactions) \(.commit_ms_p50) \(.commit_ms_p99)\"")" stats &&
+	exit $rc
+'
+
 test_expect_success 'option and argument errors exit 64 with empty output' '
-	for args in "--bogus" "-b 0" "-b x" "SKU-1" "SKU-1 0" "SKU-1 abc" "SKU-1 1 extra" "-k k"; do
+	for args in "--bogus" "-b 0" "-b x" "SKU-1" "SKU-1 0" "SKU-1 abc" "SKU-1 1 extra" "-k k" "--stats=1"; do
 		order-place $args >out 2>err </dev/null
 		rc=$?
 		expect_eq 64 $rc "status of order-place $args" || exit 1
