@@ -1023,12 +1023,27 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* Whether a handler may sleep (--latency). */
+static int
+any_latency(void)
+{
+	for (size_t i = 0; i < n_vendors; i++)
+		if (vendors[i].fault.latency_ms > 0)
+			return 1;
+	return 0;
+}
+
 static struct MHD_Daemon *
 start(struct sockaddr_storage *ss)
 {
-	/* A thread per connection: --latency sleeps in the handler without blocking others. */
-	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-	    MHD_USE_POLL | MHD_USE_ERROR_LOG;
+	/*
+	 * With --latency, a thread per connection: a handler sleeps without
+	 * blocking the others. Without, one epoll thread serves every
+	 * connection: hundreds of keep-alive clients cost no thread switches.
+	 */
+	unsigned flags = MHD_USE_ERROR_LOG | (any_latency() ?
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL :
+	    MHD_USE_EPOLL_INTERNAL_THREAD);
 	uint16_t port = ((struct sockaddr_in *)ss)->sin_port;
 
 	if (ss->ss_family == AF_INET6) {
