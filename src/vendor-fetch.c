@@ -23,8 +23,9 @@
  * One curl multi handle carries every vendor's transfer. A vendor whose
  * attempt failed transiently waits for its retry time while the others keep
  * transferring; the loop sleeps in curl_multi_poll until the next socket event
- * or the earliest retry. A response is parsed whole, then written as one
- * block, so a vendor's lines are never interleaved with another's.
+ * or the earliest retry. A response is checked whole, then written as one
+ * block (parsed again an item at a time), so a vendor's lines are never
+ * interleaved with another's and a broken response writes none.
  */
 
 #define MAX_QUANTITY 9007199254740991LL	/* 2^53 - 1: exact in a JSON number */
@@ -234,49 +235,87 @@ utc_stamp(const struct timespec *ts, char *buf, size_t n)
 }
 
 /*
- * Write a vendor's block: its valid items, then the closing line. An invalid
- * item is skipped and makes the snapshot "partial", so stock-apply withdraws
+ * A vendor's block: its valid items, then the closing line. An invalid item
+ * is skipped and makes the snapshot "partial", so stock-apply withdraws
  * nothing on the strength of a list we know to be incomplete.
  */
+struct block {
+	const struct vendor *v;
+	char stamp[64];
+	long idx, written, bad;
+};
+
 static void
-write_block(const struct vendor *v, const cJSON *items)
+block_begin(struct block *b, const struct vendor *v)
 {
-	char stamp[64], done[256];
-	long idx = 0, written = 0, bad = 0;
+	memset(b, 0, sizeof *b);
+	b->v = v;
+	utc_stamp(&v->started, b->stamp, sizeof b->stamp);
+}
 
-	utc_stamp(&v->started, stamp, sizeof stamp);
-	for (const cJSON *it = items->child; it != NULL; it = it->next, idx++) {
-		const char *sku, *why;
-		long long qty;
+static void
+block_item(struct block *b, const cJSON *it)
+{
+	const char *sku, *why;
+	long long qty;
 
-		if ((why = item_problem(it, &sku, &qty)) != NULL) {
-			if (bad++ < BAD_ITEM_WARNINGS)
-				warnx_("%s: item %ld (.[%ld]): %s; skipped", v->name, idx + 1,
-				    idx, why);
-			continue;
-		}
-		put_item(v, sku, qty, stamp, it);
-		written++;
+	if ((why = item_problem(it, &sku, &qty)) != NULL) {
+		if (b->bad++ < BAD_ITEM_WARNINGS)
+			warnx_("%s: item %ld (.[%ld]): %s; skipped", b->v->name, b->idx + 1,
+			    b->idx, why);
+	} else {
+		put_item(b->v, sku, qty, b->stamp, it);
+		b->written++;
 	}
-	if (bad > BAD_ITEM_WARNINGS)
-		warnx_("%s: %ld more invalid items skipped", v->name, bad - BAD_ITEM_WARNINGS);
+	b->idx++;
+}
+
+static void
+block_end(struct block *b)
+{
+	if (b->bad > BAD_ITEM_WARNINGS)
+		warnx_("%s: %ld more invalid items skipped", b->v->name, b->bad - BAD_ITEM_WARNINGS);
 	fputs_unlocked("{\"vendor\":", stdout);
-	put_string(v->name);
+	put_string(b->v->name);
 	printf(",\"snapshot\":\"%s\",\"items\":%ld,\"fetched_at\":\"%s\"}\n",
-	    bad ? "partial" : "complete", written, stamp);
+	    b->bad ? "partial" : "complete", b->written, b->stamp);
+}
+
+static void
+block_flush(const struct vendor *v)
+{
+	char done[256];
+
 	snprintf(done, sizeof done, "the lines of %s may be incomplete", v->name);
 	out_flush(done);
 }
 
+static void
+write_block(const struct vendor *v, const cJSON *items)
+{
+	struct block b;
+
+	block_begin(&b, v);
+	for (const cJSON *it = items->child; it != NULL; it = it->next)
+		block_item(&b, it);
+	block_end(&b);
+	block_flush(v);
+}
+
 /* --- parsing ------------------------------------------------------------------ */
+
+static const char *
+skip_blank(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
 
 static int
 all_blank(const char *p, const char *end)
 {
-	for (; p < end; p++)
-		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-			return 0;
-	return 1;
+	return skip_blank(p, end) == end;
 }
 
 /* The whole body as one JSON array. */
@@ -303,6 +342,75 @@ parse_array(struct vendor *v, const char *buf, size_t len, const char *what)
 		return NULL;
 	}
 	return root;
+}
+
+/*
+ * Each item of the response's array, in order, into block b (NULL: just
+ * check the syntax). cJSON parses the items, so only one is ever a tree; just the
+ * array's own brackets and commas are read here. -1, with v->why, if the
+ * response is not such an array.
+ */
+static int
+each_item(struct vendor *v, const char *buf, size_t len, struct block *b)
+{
+	const char *p, *stop = NULL, *end = buf + len;
+	cJSON *it;
+
+	p = skip_blank(buf, end);
+	if (p == end || *p != '[') {	/* not an array: say what it is instead */
+		cJSON_Delete(parse_array(v, buf, len, "the response"));
+		return -1;
+	}
+	p = skip_blank(p + 1, end);
+	if (p < end && *p == ']')
+		p++;
+	else for (;;) {
+		if ((it = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &stop, 0)) == NULL) {
+			p = stop != NULL ? stop : p;
+			goto invalid;
+		}
+		if (b != NULL)
+			block_item(b, it);
+		cJSON_Delete(it);
+		p = skip_blank(stop, end);
+		if (p < end && *p == ',') {
+			p++;
+			continue;
+		}
+		if (p < end && *p == ']') {
+			p++;
+			break;
+		}
+		goto invalid;
+	}
+	if (!all_blank(p, end)) {
+		snprintf(v->why, sizeof v->why, "the response has data after its JSON value "
+		    "(at byte %td)", p - buf);
+		return -1;
+	}
+	return 0;
+invalid:
+	snprintf(v->why, sizeof v->why, "the response is not valid JSON (near byte %td)", p - buf);
+	return -1;
+}
+
+/*
+ * The response checked whole first, then parsed again item by item as its
+ * block is written: a response that breaks off writes nothing, and memory
+ * holds the body and one item rather than a tree of every item.
+ */
+static int
+stream_array(struct vendor *v, const char *buf, size_t len)
+{
+	struct block b;
+
+	if (each_item(v, buf, len, NULL) < 0)
+		return -1;
+	block_begin(&b, v);
+	each_item(v, buf, len, &b);
+	block_end(&b);
+	block_flush(v);
+	return 0;
 }
 
 /*
@@ -446,11 +554,14 @@ static int
 deliver(struct vendor *v)
 {
 	cJSON *items;
+	int rc;
 
-	if (opt.filter != NULL)
-		items = run_filter(v);
-	else
-		items = parse_array(v, v->resp.body.data, v->resp.body.len, "the response");
+	if (opt.filter == NULL) {
+		rc = stream_array(v, v->resp.body.data ? v->resp.body.data : "", v->resp.body.len);
+		http_resp_free(&v->resp);
+		return rc;
+	}
+	items = run_filter(v);
 	/* The parse tree is all we need now; give the body's memory back first. */
 	http_resp_free(&v->resp);
 	if (items == NULL)
