@@ -303,19 +303,22 @@ put_field(struct conn *c, const char *s, char sep)
 	if (s == NULL) {
 		put(c, "\\N", 2);
 	} else {
-		for (const char *p = s; *p; p++) {
+		for (size_t n; *s; s += n) {
 			const char *esc = NULL;
 
-			switch (*p) {
+			/* The run of bytes that need no escape goes in one piece. */
+			if ((n = strcspn(s, "\\\t\n\r")) > 0) {
+				put(c, s, n);
+				continue;
+			}
+			switch (*s) {
 			case '\\': esc = "\\\\"; break;
 			case '\t': esc = "\\t"; break;
 			case '\n': esc = "\\n"; break;
 			case '\r': esc = "\\r"; break;
 			}
-			if (esc != NULL)
-				put(c, esc, 2);
-			else
-				put(c, p, 1);
+			put(c, esc, 2);
+			n = 1;
 		}
 	}
 	put(c, &sep, 1);
@@ -429,11 +432,27 @@ vendor_conn(struct vendor *v, const char *first_sku)
 	return v->conn;
 }
 
-/* Stage one item line. The object is consumed (fields are detached from it). */
+/* Whether obj has a field not named in known[]: those are kept as "extra". */
+static int
+has_other_fields(const cJSON *obj, const char *const *known, size_t n)
+{
+	for (const cJSON *f = obj->child; f != NULL; f = f->next) {
+		size_t i = 0;
+
+		while (i < n && (f->string == NULL || strcmp(f->string, known[i]) != 0))
+			i++;
+		if (i == n)
+			return 1;
+	}
+	return 0;
+}
+
+/* Stage one item line. Its known fields may be detached from the object. */
 static void
 stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 {
-	static const char *known[] = { "vendor", "sku", "quantity", "fetched_at", "name", "price_cents" };
+	static const char *const known[] = { "vendor", "sku", "quantity", "fetched_at", "name",
+		"price_cents" };
 	const cJSON *price = cJSON_GetObjectItemCaseSensitive(item, "price_cents");
 	const char *name = json_string(item, "name");
 	struct conn *c = vendor_conn(v, sku);
@@ -453,10 +472,12 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 		put_number(c, (long long)price->valuedouble, '\t');
 	else
 		put_field(c, NULL, '\t');
-	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-		cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
-	if (item->child != NULL && (extra = cJSON_PrintUnformatted(item)) == NULL)
-		die(EX_OSERR, "out of memory");
+	if (has_other_fields(item, known, sizeof known / sizeof known[0])) {
+		for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+			cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
+		if ((extra = cJSON_PrintUnformatted(item)) == NULL)
+			die(EX_OSERR, "out of memory");
+	}
 	put_field(c, extra, '\t');
 	free(extra);
 	if (into == INTO_STOCK)

@@ -83,4 +83,13 @@ test_expect_success 'two processes loading the same new vendor at once both succ
 	expect_grep "\"applied\":30000,\"withdrawn\":0" out1 && expect_grep "\"applied\":30000,\"withdrawn\":0" out2
 '
 
+test_expect_success 'a first load keeps tabs, backslashes and newlines, and other fields as extra' '
+	printf "%s\n" "{\"vendor\":\"n7\",\"sku\":\"a\\tb\\\\c\\nd\",\"quantity\":1,\"name\":\"x\\ry\",\"color\":\"re\\td\"}" \
+		"{\"vendor\":\"n7\",\"sku\":\"plain\",\"quantity\":2,\"price_cents\":150}" | stock-apply >out 2>/dev/null &&
+	expect_eq "{\"sku\":\"a\\tb\\\\c\\nd\",\"name\":\"x\\ry\",\"extra\":{\"color\":\"re\\td\"},\"price_cents\":null}
+{\"sku\":\"plain\",\"name\":null,\"extra\":null,\"price_cents\":150}" \
+		"$(sql "SELECT json_build_object('"'sku'"', sku, '"'name'"', name, '"'extra'"', extra, '"'price_cents'"', price_cents)
+			FROM vendor_stock WHERE vendor = '"'n7'"' ORDER BY sku" | jq -c .)"
+'
+
 test_done
