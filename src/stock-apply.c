@@ -52,7 +52,6 @@ struct conn {
 struct vendor {
 	char *name;
 	struct conn *conn;	/* where its lines go; NULL between snapshots */
-	int direct;		/* its lines go straight into vendor_stock */
 	char *fetched_at;	/* from the vendor's lines; NULL if none carried one */
 	long staged;		/* item lines staged since its last snapshot */
 	int tainted;		/* an invalid line may have been one of its items */
@@ -389,9 +388,9 @@ conn_close(struct conn *c)
 /*
  * Begin loading a vendor straight into vendor_stock if the table has no row
  * of it: its transaction, holding the vendor's lock, stays open until the
- * snapshot line. Returns 0, with nothing held, if the vendor has rows.
+ * snapshot line. If the vendor has rows, nothing is held and c->loading stays NULL.
  */
-static int
+static void
 load_begin(struct conn *c, struct vendor *v, const char *sku)
 {
 	PGresult *r;
@@ -405,12 +404,10 @@ load_begin(struct conn *c, struct vendor *v, const char *sku)
 	PQclear(r);
 	if (known) {
 		exec_or_lost(c, "releasing the vendor's lock", "COMMIT");
-		return 0;
+		return;
 	}
 	debugx("%s: new to the table; loading it with COPY", v->name);
 	c->loading = v;
-	v->direct = 1;
-	return 1;
 }
 
 /* The session a vendor's lines go to until its snapshot line. */
@@ -462,7 +459,7 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 	v->positive += quantity > 0;
 	skuset_add(&v->seen, sku);	/* before the fields (and sku) are detached */
 	/* From a SKU that may repeat on, a load goes through staging (MERGE). */
-	into = v->direct && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
+	into = c->loading == v && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
 	copy_begin(c, into);
 	put_field(c, v->name, '\t');
 	put_field(c, sku, '\t');
@@ -535,6 +532,7 @@ static void
 apply_vendor(struct vendor *v, int complete, long announced)
 {
 	struct conn *c = vendor_conn(v, NULL);
+	int direct = c->loading == v;	/* its lines went straight into vendor_stock */
 	char ts[64];
 	long withdrawn = 0;
 	cJSON *out;
@@ -550,7 +548,7 @@ apply_vendor(struct vendor *v, int complete, long announced)
 	}
 	/* Without a time of its own the snapshot settles nothing. */
 	snprintf(ts, sizeof ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
-	if (v->direct) {
+	if (direct) {
 		if (v->seen.unsure)
 			merge_staged(c, v, ts);
 	} else {
@@ -578,13 +576,12 @@ apply_vendor(struct vendor *v, int complete, long announced)
 	cJSON_Delete(out);
 	out_flush("every snapshot summarised so far was committed");
 
-	if (!v->direct || v->seen.unsure)
+	if (!direct || v->seen.unsure)
 		clear_staged(c, v);
-	if (c->loading == v)
+	if (direct)
 		c->loading = NULL;
 	c->open--;
 	v->conn = NULL;
-	v->direct = 0;
 	v->staged = 0;
 	v->positive = 0;
 	v->tainted = 0;
