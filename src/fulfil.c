@@ -42,8 +42,7 @@ struct job {
 	long long quantity;
 	long attempts;
 	/* the vendor's answer */
-	CURL *h;
-	struct http_resp resp;
+	struct slot *slot;
 	enum http_outcome outcome;
 	long http_status;
 	char why[CURL_ERROR_SIZE + 32];
@@ -53,13 +52,25 @@ struct job {
 	long answer_attempts;
 };
 
+/*
+ * One vendor call in flight: its handle is set up once and kept, with its
+ * connection and buffers, for the calls of later batches.
+ */
+struct slot {
+	CURL *h;
+	struct http_resp resp;
+	char *vendor;		/* whose URL the handle has */
+	char body[512 + 64];
+	struct job *job;
+};
+
 static struct {
 	const char *base;
 	long max_attempts;
 	struct http_limits lim;
 	PGconn *db;
-	CURLM *multi;
-	CURL *pool[BATCH_MAX];
+	struct http_loop loop;
+	struct slot pool[BATCH_MAX];
 	long answered;
 	int bad_lines;
 	char sqlstate[6];
@@ -221,41 +232,63 @@ wants_call(const struct job *j)
 	return j->bad == NULL && j->found && strcmp(j->status, "pending") == 0;
 }
 
+/* Point the slot at the order's vendor; a handle is set up once, on its first use. */
 static void
-call_start(struct job *j, CURL *h)
+slot_aim(struct slot *sl, const char *vendor)
 {
-	char body[512 + 64], *url = http_vendor_url(st.base, j->vendor, "orders");
-	cJSON *o = cJSON_CreateObject();
-	CURLMcode mc;
+	char *url;
 
-	if (url == NULL || o == NULL)
+	if (sl->h != NULL && strcmp(sl->vendor, vendor) == 0) {
+		http_resp_reset(&sl->resp);
+		return;
+	}
+	if ((url = http_vendor_url(st.base, vendor, "orders")) == NULL)
 		die(EX_SOFTWARE, "out of memory");
-	cJSON_AddNumberToObject(o, "order_id", (double)j->id);
-	cJSON_AddStringToObject(o, "sku", j->sku);
-	cJSON_AddNumberToObject(o, "quantity", (double)j->quantity);
-	j->h = h;
-	http_resp_init(&j->resp, st.lim.max_bytes);
-	if (!cJSON_PrintPreallocated(o, body, sizeof body, 0))
-		die(EX_SOFTWARE, "order %lld: cannot format the vendor request", j->id);
-	if (http_prepare(h, url, &st.lim, &j->resp) < 0 || http_post_json(h, &j->resp, body) < 0)
-		die(EX_SOFTWARE, "order %lld: %s", j->id, j->resp.err);
-	curl_easy_setopt(h, CURLOPT_PRIVATE, j);
-	if ((mc = curl_multi_add_handle(st.multi, h)) != CURLM_OK)
-		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
-	debugx("order %lld: POST %s", j->id, url);
-	cJSON_Delete(o);
+	if (sl->h == NULL) {
+		if ((sl->h = curl_easy_init()) == NULL)
+			die(EX_SOFTWARE, "libcurl: cannot create a handle");
+		http_resp_init(&sl->resp, st.lim.max_bytes);
+		curl_easy_setopt(sl->h, CURLOPT_PRIVATE, sl);
+	}
+	if (http_prepare(sl->h, url, &st.lim, &sl->resp) < 0)
+		die(EX_SOFTWARE, "vendor %s: %s", vendor, sl->resp.err);
+	free(sl->vendor);
+	sl->vendor = xstrdup(vendor);
 	free(url);
 }
 
 static void
-call_done(CURLMsg *msg)
+call_start(struct job *j, struct slot *sl)
 {
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	json_add_int(o, "order_id", j->id);
+	cJSON_AddStringToObject(o, "sku", j->sku);
+	json_add_int(o, "quantity", j->quantity);
+	if (!cJSON_PrintPreallocated(o, sl->body, sizeof sl->body, 0))
+		die(EX_SOFTWARE, "order %lld: cannot format the vendor request", j->id);
+	cJSON_Delete(o);
+	slot_aim(sl, j->vendor);
+	if (http_post_json(sl->h, &sl->resp, sl->body, strlen(sl->body)) < 0)
+		die(EX_SOFTWARE, "order %lld: %s", j->id, sl->resp.err);
+	j->slot = sl;
+	sl->job = j;
+	http_loop_add(&st.loop, sl->h);
+	debugx("order %lld: POST to vendor %s", j->id, j->vendor);
+}
+
+static void
+call_done(CURL *h, CURLcode rc, void *arg)
+{
+	struct slot *sl;
 	struct job *j;
 
-	curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-	curl_multi_remove_handle(st.multi, j->h);
-	j->outcome = http_result(j->h, msg->data.result, &j->resp, &j->http_status, j->why,
-	    sizeof j->why);
+	(void)arg;
+	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&sl);
+	j = sl->job;
+	j->outcome = http_result(h, rc, &sl->resp, &j->http_status, j->why, sizeof j->why);
 	debugx("order %lld: %s", j->id, j->outcome == HTTP_OK ? "accepted" : j->why);
 }
 
@@ -263,35 +296,20 @@ call_done(CURLMsg *msg)
 static void
 call_vendors(struct job *jobs, size_t n)
 {
-	int running = 0, left;
 	size_t k = 0;
-	CURLMsg *msg;
-	CURLMcode mc;
 
-	for (size_t i = 0; i < n; i++) {
-		if (!wants_call(&jobs[i]))
-			continue;
-		if (st.pool[k] == NULL && (st.pool[k] = curl_easy_init()) == NULL)
-			die(EX_SOFTWARE, "libcurl: cannot create a handle");
-		call_start(&jobs[i], st.pool[k++]);
-		running++;
-	}
-	while (running > 0) {
-		if ((mc = curl_multi_perform(st.multi, &running)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
-		while ((msg = curl_multi_info_read(st.multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE)
-				call_done(msg);
-		if (running > 0 && (mc = curl_multi_poll(st.multi, NULL, 0, 1000, NULL)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
-	}
+	for (size_t i = 0; i < n; i++)
+		if (wants_call(&jobs[i]))
+			call_start(&jobs[i], &st.pool[k++]);
+	if (k > 0)
+		http_loop_run(&st.loop, call_done, NULL);
 }
 
 /* The vendor's own word for a refusal ({"error":"insufficient_stock"}), if it gave one. */
 static char *
 refusal_reason(const struct job *j)
 {
-	const struct buf *body = &j->resp.body;
+	const struct buf *body = &j->slot->resp.body;
 	cJSON *b = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
 	const char *e = json_string(b, "error");
 	char buf[64];
@@ -453,7 +471,6 @@ try_batch(struct job *jobs, size_t n)
 		if (!wants_call(&jobs[i]))
 			continue;
 		judge(&jobs[i]);
-		http_resp_free(&jobs[i].resp);
 	}
 	return commit_batch(jobs, n);
 }
@@ -499,10 +516,10 @@ answer(const struct job *j)
 		cJSON_AddStringToObject(a, "status", "failed");
 		cJSON_AddStringToObject(a, "reason", "invalid_message");
 		cJSON_AddStringToObject(a, "error", j->bad);
-		cJSON_AddNumberToObject(a, "line", (double)j->lineno);
+		json_add_int(a, "line", j->lineno);
 		return a;
 	}
-	cJSON_AddNumberToObject(a, "order_id", (double)j->id);
+	json_add_int(a, "order_id", j->id);
 	if (!j->found) {
 		cJSON_AddStringToObject(a, "status", "failed");
 		cJSON_AddStringToObject(a, "reason", "unknown_order");
@@ -520,7 +537,7 @@ answer(const struct job *j)
 		cJSON_AddStringToObject(a, "reason", j->answer_reason);
 	if (j->answer_error != NULL && j->verdict == V_FAILED)
 		cJSON_AddStringToObject(a, "error", j->answer_error);
-	cJSON_AddNumberToObject(a, "attempts", (double)j->answer_attempts);
+	json_add_int(a, "attempts", j->answer_attempts);
 	return a;
 }
 
@@ -672,14 +689,16 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
-	if ((st.multi = curl_multi_init()) == NULL)
-		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
+	http_loop_init(&st.loop, BATCH_MAX);
 	st.db = db_connect_or_die("no order was read or changed");
 	run_input();
 	PQfinish(st.db);
-	for (size_t i = 0; i < BATCH_MAX; i++)
-		curl_easy_cleanup(st.pool[i]);
-	curl_multi_cleanup(st.multi);
+	for (size_t i = 0; i < BATCH_MAX; i++) {
+		curl_easy_cleanup(st.pool[i].h);
+		http_resp_free(&st.pool[i].resp);
+		free(st.pool[i].vendor);
+	}
+	http_loop_free(&st.loop);
 	http_global_cleanup();
 	return st.bad_lines ? EX_DATAERR : 0;
 }

@@ -21,6 +21,7 @@
 #include "lib/amqp.h"
 #include "lib/buf.h"
 #include "lib/db.h"
+#include "lib/jsonl.h"
 #include "lib/listen.h"
 #include "lib/log.h"
 #include "lib/num.h"
@@ -610,9 +611,9 @@ get_order(struct req *r, const char *id)
 		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_order", NULL);
 	}
 	o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "order_id", atof(PQgetvalue(res, 0, 0)));
+	json_add_int(o, "order_id", strtoll(PQgetvalue(res, 0, 0), NULL, 10));
 	cJSON_AddStringToObject(o, "sku", PQgetvalue(res, 0, 1));
-	cJSON_AddNumberToObject(o, "quantity", atof(PQgetvalue(res, 0, 2)));
+	json_add_int(o, "quantity", strtoll(PQgetvalue(res, 0, 2), NULL, 10));
 	cJSON_AddStringToObject(o, "vendor", PQgetvalue(res, 0, 3));
 	cJSON_AddStringToObject(o, "status", PQgetvalue(res, 0, 4));
 	if (!PQgetisnull(res, 0, 5))
@@ -631,7 +632,7 @@ stock_item(PGresult *res, int row)
 	cJSON *o = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "sku", PQgetvalue(res, row, 0));
-	cJSON_AddNumberToObject(o, "available", atof(PQgetvalue(res, row, 1)));
+	json_add_int(o, "available", strtoll(PQgetvalue(res, row, 1), NULL, 10));
 	return o;
 }
 

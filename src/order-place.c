@@ -91,9 +91,9 @@ stats_print(void)
 
 	if (o == NULL)
 		die(EX_OSERR, "out of memory");
-	cJSON_AddNumberToObject(o, "requests", (double)stats.requests);
-	cJSON_AddNumberToObject(o, "orders", (double)stats.orders);
-	cJSON_AddNumberToObject(o, "transactions", (double)stats.transactions);
+	json_add_int(o, "requests", stats.requests);
+	json_add_int(o, "orders", stats.orders);
+	json_add_int(o, "transactions", stats.transactions);
 	cJSON_AddItemToObject(o, "commit_ms_p50", stats_quantile(0.50));
 	cJSON_AddItemToObject(o, "commit_ms_p99", stats_quantile(0.99));
 	jsonl_write(stderr, o);

@@ -568,8 +568,8 @@ apply_vendor(struct vendor *v, int complete, long announced)
 
 	out = cJSON_CreateObject();
 	cJSON_AddStringToObject(out, "vendor", v->name);
-	cJSON_AddNumberToObject(out, "applied", (double)v->staged);
-	cJSON_AddNumberToObject(out, "withdrawn", (double)withdrawn);
+	json_add_int(out, "applied", v->staged);
+	json_add_int(out, "withdrawn", withdrawn);
 	cJSON_AddStringToObject(out, "snapshot", complete ? "complete" : "partial");
 	if (jsonl_write(stdout, out) < 0)
 		out_flush("the snapshot was committed");

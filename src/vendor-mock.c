@@ -564,7 +564,7 @@ log_request(const struct req *r, int status)
 	cJSON_AddStringToObject(o, "time", when);
 	cJSON_AddStringToObject(o, "method", r->method);
 	cJSON_AddStringToObject(o, "path", r->url);
-	cJSON_AddNumberToObject(o, "status", status);
+	json_add_int(o, "status", status);
 	if (r->v != NULL)
 		cJSON_AddStringToObject(o, "vendor", r->v->name);
 	if (r->order_id[0] != '\0')
@@ -873,12 +873,6 @@ handle_order(struct req *r)
 	return rc;
 }
 
-static void
-stat_add(cJSON *o, const char *name, long n)
-{
-	cJSON_AddNumberToObject(o, name, (double)n);
-}
-
 static enum MHD_Result
 handle_stats(struct req *r)
 {
@@ -894,13 +888,13 @@ handle_stats(struct req *r)
 		pthread_mutex_lock(&v->lock);
 		st = v->st;
 		pthread_mutex_unlock(&v->lock);
-		stat_add(o, "stock_requests", st.stock_requests);
-		stat_add(o, "order_requests", st.order_requests);
-		stat_add(o, "orders_accepted", st.orders_accepted);
-		stat_add(o, "orders_refused", st.orders_refused);
-		stat_add(o, "duplicate_orders", st.duplicate_orders);
-		stat_add(o, "injected_failures", st.injected_failures);
-		stat_add(o, "units_sold", st.units_sold);
+		json_add_int(o, "stock_requests", st.stock_requests);
+		json_add_int(o, "order_requests", st.order_requests);
+		json_add_int(o, "orders_accepted", st.orders_accepted);
+		json_add_int(o, "orders_refused", st.orders_refused);
+		json_add_int(o, "duplicate_orders", st.duplicate_orders);
+		json_add_int(o, "injected_failures", st.injected_failures);
+		json_add_int(o, "units_sold", st.units_sold);
 	}
 	if ((body = cJSON_PrintUnformatted(root)) == NULL)
 		die(EX_OSERR, "out of memory");

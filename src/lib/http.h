@@ -52,8 +52,39 @@ void http_resp_free(struct http_resp *r);
  * Returns 0, or -1 with a message in r->err.
  */
 int http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct http_resp *r);
-/* Make h a POST of a JSON body (copied by libcurl). Returns 0 or -1 (r->err). */
-int http_post_json(CURL *h, struct http_resp *r, const char *json);
+/*
+ * Make h a POST of a JSON body of len bytes. The body is not copied: it must
+ * stay as it is until the transfer ends. Returns 0 or -1 (r->err).
+ */
+int http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len);
+
+/*
+ * A curl multi handle driven by epoll through curl_multi_socket_action: each
+ * wake-up costs what became ready, not a scan of every transfer, which is
+ * what a worker with hundreds of small requests in flight needs.
+ */
+struct http_loop {
+	CURLM *multi;
+	int epfd;
+	long timeout_ms;	/* what libcurl last asked for; -1: no timer */
+};
+
+/*
+ * keep: idle connections kept open for later transfers (libcurl's default
+ * follows how many transfers are added, so it shrinks as they finish and
+ * closes connections the next batch needs). Exits 70 if the multi handle or
+ * the epoll instance cannot be made.
+ */
+void http_loop_init(struct http_loop *l, long keep);
+void http_loop_free(struct http_loop *l);
+/* Add a prepared easy handle; it starts on the next http_loop_run. */
+void http_loop_add(struct http_loop *l, CURL *h);
+/*
+ * Run until every added transfer has finished, calling done(h, result, arg)
+ * for each as it does (h is removed from the loop before the call).
+ */
+void http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
+    void *arg);
 
 /*
  * What a finished transfer means. *status gets the HTTP status (0 if none);

@@ -109,6 +109,16 @@ json_int(const cJSON *obj, const char *key, long long min, long long max, long l
 	return 0;
 }
 
+void
+json_add_int(cJSON *obj, const char *key, long long v)
+{
+	char digits[24];
+
+	snprintf(digits, sizeof digits, "%lld", v);
+	if (cJSON_AddRawToObject(obj, key, digits) == NULL)
+		die(EX_SOFTWARE, "out of memory formatting a JSON line");
+}
+
 int
 jsonl_write(FILE *fp, const cJSON *obj)
 {

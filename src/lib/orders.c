@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "db.h"
+#include "jsonl.h"
 #include "log.h"
 #include "retry.h"
 
@@ -223,11 +224,11 @@ order_result_json(const struct order_result *res)
 	if (o == NULL)
 		die(EX_OSERR, "out of memory");
 	if (res->order_id > 0)
-		cJSON_AddNumberToObject(o, "order_id", (double)res->order_id);
+		json_add_int(o, "order_id", res->order_id);
 	if (res->sku != NULL)
 		cJSON_AddStringToObject(o, "sku", res->sku);
 	if (res->has_quantity)
-		cJSON_AddNumberToObject(o, "quantity", (double)res->quantity);
+		json_add_int(o, "quantity", res->quantity);
 	if (res->vendor != NULL)
 		cJSON_AddStringToObject(o, "vendor", res->vendor);
 	cJSON_AddStringToObject(o, "status", res->status != NULL ? res->status : "rejected");
