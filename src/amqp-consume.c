@@ -1,4 +1,4 @@
-/* amqp-consume: feed a queue's messages to one long-lived child, a line each, and ack each on its answer. */
+/* amqp-consume: feed a queue's messages to one long-lived child, a line each, and ack them on their answers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -35,6 +35,7 @@ struct msg {
 	long attempts;		/* x-attempts: times it went through the retry queue */
 	int redelivered;	/* may have killed a child before: give it to the child alone */
 	int sent;
+	int retry;		/* its answer, read but not yet settled, asked for a retry */
 };
 
 /* A retry copy published but not yet confirmed: the original is acked on the confirm. */
@@ -67,6 +68,9 @@ static struct msg *head, **tail = &head;
 static long nsent, nsuspect;		/* sent to the child and unanswered; of which redelivered */
 static struct retry *retries;
 static size_t nretries, retries_cap;
+static uint64_t ack_upto;		/* acks owed, up to this tag, sent as one (0: none) */
+static unsigned ack_generation;		/* the connection ack_upto belongs to */
+static long ack_count;			/* messages ack_upto stands for */
 static char *retry_queue;
 static volatile sig_atomic_t stop_signals;
 static int draining;			/* no new messages: finish those in flight, then exit */
@@ -369,43 +373,83 @@ retry_later(struct msg *m)
 	nretries++;
 }
 
-/* The answer for the head message: ack it, or send it round the retry queue. */
+/* Send the acks owed as one basic.ack with multiple=true; a lost connection voids them. */
 static void
-settle(const char *line, size_t len)
+flush_acks(void)
+{
+	uint64_t tag = ack_upto;
+
+	ack_upto = 0;
+	if (tag == 0 || !mq_connected(&mq) || ack_generation != mq.generation)
+		return;
+	if (mq_ack_multiple(&mq, tag) < 0)
+		warnx_("broker: %s", mq.why);
+	else
+		debugx("acked %ld messages, up to delivery tag %llu, in one ack", ack_count,
+		    (unsigned long long)tag);
+}
+
+/*
+ * The answer for the head message: ack it, or send it round the retry queue.
+ * An ack is owed rather than sent: one multiple ack up to the highest tag
+ * covers every unacked tag below it, so it may only be owed while each of
+ * those is an answered message to ack. Messages are settled in delivery
+ * order and the unanswered ones have higher tags; the only lower tags kept
+ * unacked are originals awaiting their retry copy's confirm, and every one of
+ * them is lower than any message still held. So: flush before a retry is
+ * published, and owe nothing while a confirm is outstanding (ack at once).
+ */
+static void
+settle(void)
 {
 	struct msg *m = pop_head();
-	cJSON *v = cJSON_ParseWithLength(line, len);
-	const char *status = v ? json_string(v, "status") : NULL;
 
 	nsent--;
 	nsuspect -= m->redelivered;
 	child.answered += m->len + 1;
+	/* A message of an old connection is redelivered by the broker: nothing to do. */
 	if (current(m)) {
-		if (status != NULL && strcmp(status, "retry") == 0)
+		if (m->retry) {
+			flush_acks();
 			retry_later(m);
-		else if (mq_ack(&mq, m->tag) < 0)
+		} else if (nretries == 0) {
+			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
+			ack_upto = m->tag;
+			ack_generation = mq.generation;
+		} else if (mq_ack(&mq, m->tag) < 0) {
 			warnx_("broker: %s", mq.why);
+		}
 	}
-	cJSON_Delete(v);
 	free_msg(m);
 }
 
-/* Complete lines in rbuf: copy them out, flush, and only then settle their messages. */
+/*
+ * Complete lines in rbuf: copy them out, noting which answers ask for a
+ * retry, flush, and only then settle their messages, with one ack for the lot.
+ */
 static void
 take_answers(void)
 {
 	char *p = child.rbuf, *end = child.rbuf + child.rlen, *nl;
+	struct msg *m = head;
 	size_t done;
 
 	for (char *q = p; q < end && (nl = memchr(q, '\n', (size_t)(end - q))) != NULL; q = nl + 1) {
 		cJSON *v = cJSON_ParseWithLength(q, (size_t)(nl - q));
+		int object = cJSON_IsObject(v);
+		const char *status = object ? json_string(v, "status") : NULL;
 
-		if (!cJSON_IsObject(v))
+		/* Line i answers the i-th sent message; extra lines are reported below. */
+		if (m != NULL && m->sent) {
+			m->retry = status != NULL && strcmp(status, "retry") == 0;
+			m = m->next;
+		}
+		cJSON_Delete(v);
+		if (!object)
 			warnx_("%s answered a line that is not a JSON object; not copied",
 			    opt.argv[0]);
 		else if (fwrite(q, 1, (size_t)(nl - q) + 1, stdout) != (size_t)(nl - q) + 1)
-			break;
-		cJSON_Delete(v);
+			break;	/* out_flush() reports it and exits: nothing below is settled */
 	}
 	out_flush("messages answered before this one were acked");
 	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
@@ -413,12 +457,13 @@ take_answers(void)
 			warnx_("%s answered more lines than it was given; extra line ignored",
 			    opt.argv[0]);
 		else
-			settle(p, (size_t)(nl - p));
+			settle();
 		p = nl + 1;
 		last_activity = now_seconds();
 		child.deaths = child.deaths_unread = 0;
 		backoff_reset(&child.backoff);
 	}
+	flush_acks();
 	done = (size_t)(p - child.rbuf);
 	memmove(child.rbuf, p, child.rlen - done);
 	child.rlen -= done;
@@ -555,6 +600,7 @@ lost_connection(void)
 	linked = 0;
 	forget_unsent(0);
 	nretries = 0;
+	ack_upto = 0;	/* the broker redelivers those messages */
 	lost_since = now_seconds();
 	connect_at = lost_since;
 	backoff_reset(&connect_backoff);

@@ -38,6 +38,78 @@ test_expect_success 'a "retry" answer brings the message back after --retry-dela
 	drain $Q.r --retry-delay 0.5 >left && expect_eq 0 "$(lines left)" "messages left"
 '
 
+# batch_child SIZE K: a child answering in batches: it reads SIZE lines, then
+# writes their answers in one write (< PIPE_BUF, so amqp-consume reads them
+# in one chunk), then runs ./after-batch if there is one (which may change
+# $size); a message whose n is a multiple of K is answered "retry" the first time.
+batch_child() {
+	rm -f retried.* batch.times after-batch &&
+	cat >child <<-EOF &&
+	#!/bin/bash
+	size=$1
+	while :; do
+		for i in \$(seq 1 \$size); do
+			read -r line || exit 0
+			n=\${line#*:} n=\${n%\}}
+			if [ \$((n % $2)) = 0 ] && [ ! -e "retried.\$n" ]; then
+				touch "retried.\$n"; status=retry
+			else
+				status=success
+			fi
+			printf "{\"n\":%s,\"status\":\"%s\"}\n" "\$n" "\$status"
+		done >batch
+		cat batch && date +%s.%N >>batch.times
+		[ -e after-batch ] && . ./after-batch
+	done
+	EOF
+	chmod +x child
+}
+# acks_coalesced ERR: the sizes of the multiple acks amqp-consume sent (OA_DEBUG)
+acks_coalesced() { sed -n "s/.*debug: acked \([0-9]*\) messages, up to delivery tag.*/\1/p" "$1" | xargs; }
+
+test_expect_success 'answers read in one chunk are acked with one multiple ack each; nothing comes back' '
+	batch_child 100 1000000 &&
+	publish_n $Q.many 1 500 &&
+	OA_DEBUG=1 amqp-consume -q $Q.many -p 256 --idle-exit 1 -- ./child >out.txt 2>err.txt &&
+	expect_eq "$(seq 1 500 | xargs)" "$(jq .n out.txt | xargs)" "answers" &&
+	! grep -v "debug: " err.txt &&
+	acks=$(acks_coalesced err.txt) &&
+	expect_eq 500 $(($(echo $acks | tr " " +))) "messages acked by multiple acks ($acks)" &&
+	expect_eq "" "$(for a in $acks; do [ $((a % 100)) = 0 ] || echo $a; done)" "multiple acks of whole batches ($acks)" &&
+	drain $Q.many >left && expect_eq 0 "$(lines left)" "messages left"
+'
+
+test_expect_success '"retry" and success answers in one chunk: the acks stop short of a retried message, which comes back through the retry queue' '
+	batch_child 60 3 && echo size=1 >after-batch &&
+	publish_n $Q.mix 1 60 &&
+	OA_DEBUG=1 amqp-consume -q $Q.mix --retry-delay 1 --idle-exit 2 -- ./child >out.txt 2>err.txt &&
+	expect_eq 80 "$(lines out.txt)" "answers" &&
+	expect_eq "$(seq 1 60 | xargs)" "$(head -n 60 out.txt | jq .n | xargs)" "first answers" &&
+	expect_eq "$(seq 3 3 60 | xargs)" "$(jq "select(.status == \"retry\") | .n" out.txt | xargs)" "retried" &&
+	expect_eq "$(seq 3 3 60 | xargs)" "$(tail -n 20 out.txt | jq "select(.status == \"success\") | .n" | sort -n | xargs)" "second answers" &&
+	! grep -v "debug: " err.txt &&
+	expect_eq 2 "$(acks_coalesced err.txt | cut -d" " -f1)" "the multiple ack before the first retry (of 1 and 2)" &&
+	awk "NR == 1 { t = \$1 } NR == 2 { exit !(\$1 - t >= 0.9) }" batch.times &&
+	drain $Q.mix --retry-delay 1 >left && expect_eq 0 "$(lines left)" "messages left"
+'
+
+test_expect_success 'amqp-consume killed (-9) just after a chunk of "retry" and success answers: every message is acked with a success answer or still queued' '
+	batch_child 60 3 &&
+	cat >after-batch <<-\EOF &&
+	for i in $(seq 1 2000); do [ "$(wc -l <out.txt)" -ge 60 ] && break; done
+	kill -9 $PPID; exit 0
+	EOF
+	publish_n $Q.kill 1 60 &&
+	{ amqp-consume -q $Q.kill --retry-delay 0.5 -- ./child >out.txt 2>err.txt && rc=0 || rc=$?; } &&
+	expect_eq 137 $rc "exit status of amqp-consume" &&
+	expect_eq 60 "$(lines out.txt)" "answers copied out before the kill" &&
+	drain $Q.kill --retry-delay 0.5 --idle-exit 2 >left &&
+	{ jq "select(.status == \"success\") | .n" out.txt; jq .n left; } | sort -un >got &&
+	expect_eq "$(seq 1 60 | xargs)" "$(xargs <got)" "answered with success, or still queued" &&
+	jq .n left | sort -u >left.n && seq 3 3 60 | sort >retried &&
+	expect_eq "" "$(comm -23 retried left.n | xargs)" "retried messages not queued any more"
+'
+
 test_expect_success 'a message that is not a JSON object line goes to Q.dead; the others are processed' '
 	publish_n $Q.bad 1 2 &&
 	publish_raw $Q.bad "not json" &&

@@ -491,12 +491,25 @@ sent(struct mq *m, int rc, const char *doing)
 	return -1;
 }
 
-int
-mq_ack(struct mq *m, uint64_t tag)
+static int
+ack(struct mq *m, uint64_t tag, int multiple)
 {
 	if (m->conn == NULL)
 		return -1;
-	return sent(m, amqp_basic_ack(m->conn, CHANNEL, tag, 0), "acknowledging a message");
+	return sent(m, amqp_basic_ack(m->conn, CHANNEL, tag, multiple),
+	    multiple ? "acknowledging messages" : "acknowledging a message");
+}
+
+int
+mq_ack(struct mq *m, uint64_t tag)
+{
+	return ack(m, tag, 0);
+}
+
+int
+mq_ack_multiple(struct mq *m, uint64_t tag)
+{
+	return ack(m, tag, 1);
 }
 
 int

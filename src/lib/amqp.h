@@ -92,6 +92,11 @@ int mq_consume(struct mq *m, const char *queue, int prefetch);
 /* basic.cancel of our consumer, without waiting for the reply; 0 or -1. */
 int mq_cancel(struct mq *m);
 int mq_ack(struct mq *m, uint64_t tag);
+/*
+ * One basic.ack with multiple=true: acks EVERY unacked delivery of the
+ * channel up to and including tag, so only when none of them is to be kept.
+ */
+int mq_ack_multiple(struct mq *m, uint64_t tag);
 int mq_reject(struct mq *m, uint64_t tag, int requeue);
 
 /*
