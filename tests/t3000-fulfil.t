@@ -113,6 +113,40 @@ test_expect_success 'a batch of orders is fulfilled and answered in input order'
 		AND status = '"'success'"' AND attempts = 1")" "rows"
 '
 
+test_expect_success 'batches that overlap (the next looked up while one commits) keep input order; a repeat is called once' '
+	sql "INSERT INTO orders (id, sku, quantity, vendor) SELECT g, '"'A-3'"', 1, '"'acme'"'
+		FROM generate_series(300, 699) g;
+		UPDATE vendor_stock SET reserved = reserved + 400 WHERE vendor = '"'acme'"' AND sku = '"'A-3'"'" &&
+	sql "SELECT json_build_object('"'order_id'"', id) FROM orders
+		WHERE id BETWEEN 300 AND 699 ORDER BY id" >lines &&
+	# Lines come in bursts so that fulfil makes many batches; every 7th line
+	# repeats the line before it, within a burst or across two.
+	awk "{ print } NR % 7 == 0 { print } NR % 40 == 0 { fflush(); system(\"sleep 0.02\") }" lines >in &&
+	before=$(stat acme order_requests) &&
+	awk "{ print; fflush() } NR % 40 == 0 { system(\"sleep 0.02\") }" in | fulfil >out 2>err &&
+	expect_eq "$(jq -r .order_id in | xargs)" "$(jq -r .order_id out | xargs)" "order of answers" &&
+	expect_eq "$(lines in)" "$(grep -c "\"status\":\"success\"" out)" "successes" &&
+	expect_eq $((before + 400)) "$(stat acme order_requests)" "requests to the vendor" &&
+	expect_eq 400 "$(sql "SELECT count(*) FROM orders WHERE id BETWEEN 300 AND 699
+		AND status = '"'success'"' AND attempts = 1")" "rows"
+'
+
+test_expect_success 'fulfil run again at once (hundreds of connections closed and opened) gets every answer' '
+	# A vendor-mock on libmicrohttpd epoll mode once left such a burst of new
+	# connections unaccepted until the client timed out.
+	echo "[{\"sku\":\"B-1\",\"quantity\":100000}]" >bulk.json &&
+	start_server bulk vendor-mock --vendor bulk=bulk.json &&
+	sql "INSERT INTO orders (id, sku, quantity, vendor) SELECT g, '"'B-1'"', 1, '"'bulk'"'
+		FROM generate_series(10000, 17999) g;
+		INSERT INTO vendor_stock (vendor, sku, quantity, reserved) VALUES ('"'bulk'"', '"'B-1'"', 100000, 8000)" &&
+	for run in 0 1 2 3; do
+		sql "SELECT json_build_object('"'order_id'"', id) FROM orders
+			WHERE id BETWEEN 10000 + 2000 * $run AND 11999 + 2000 * $run ORDER BY id" >in.$run &&
+		fulfil --base "$SERVER_URL" --timeout 5 <in.$run >out.$run 2>err.$run &&
+		expect_eq 2000 "$(grep -c "\"status\":\"success\"" out.$run)" "successes of run $run" || exit 1
+	done
+'
+
 test_expect_success 'an unreachable vendor is a transient failure' '
 	order 109 A-1 1 acme && line 109 >in &&
 	port=$(python3 -c "import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])") &&

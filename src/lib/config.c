@@ -49,7 +49,7 @@ config_redact_url(const char *url)
 const char *
 config_db_target(void)
 {
-	static char buf[512];
+	static _Thread_local char buf[512];
 	const char *url = env("DATABASE_URL");
 
 	if (url != NULL) {

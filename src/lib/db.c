@@ -92,7 +92,7 @@ db_connect_or_die(const char *not_done)
 const char *
 db_error(PGconn *c)
 {
-	static char buf[1024];
+	static _Thread_local char buf[1024];
 
 	snprintf(buf, sizeof buf, "%s", PQerrorMessage(c));
 	buf[strcspn(buf, "\n")] = '\0';

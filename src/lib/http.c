@@ -7,10 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
 #include <sysexits.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "log.h"
 
@@ -216,53 +214,13 @@ http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 	return 0;
 }
 
-/* --- the epoll loop ------------------------------------------------------------ */
-
-/* libcurl says which events a socket needs; epoll is told the same. */
-static int
-on_socket(CURL *h, curl_socket_t s, int what, void *arg, void *sockp)
-{
-	struct http_loop *l = arg;
-	struct epoll_event ev = { .data.fd = s };
-
-	(void)h;
-	if (what == CURL_POLL_REMOVE) {
-		/* The socket may be closed already: a failure here means nothing. */
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
-		curl_multi_assign(l->multi, s, NULL);
-		return 0;
-	}
-	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	if (epoll_ctl(l->epfd, sockp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0 &&
-	    epoll_ctl(l->epfd, sockp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) < 0)
-		die(EX_OSERR, "epoll: watching a vendor connection: %s", strerror(errno));
-	if (sockp == NULL)
-		curl_multi_assign(l->multi, s, l);	/* any non-NULL mark: "watched" */
-	return 0;
-}
-
-static int
-on_timer(CURLM *m, long timeout_ms, void *arg)
-{
-	struct http_loop *l = arg;
-
-	(void)m;
-	l->timeout_ms = timeout_ms;
-	return 0;
-}
+/* --- the loop ------------------------------------------------------------------ */
 
 void
 http_loop_init(struct http_loop *l, long keep)
 {
-	l->timeout_ms = -1;
 	if ((l->multi = curl_multi_init()) == NULL)
 		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
-	if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
-		die(EX_OSERR, "epoll: %s", strerror(errno));
-	curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-	curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
-	curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-	curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
 	curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
 }
 
@@ -270,7 +228,6 @@ void
 http_loop_free(struct http_loop *l)
 {
 	curl_multi_cleanup(l->multi);
-	close(l->epfd);
 }
 
 void
@@ -282,25 +239,16 @@ http_loop_add(struct http_loop *l, CURL *h)
 		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
 }
 
-static void
-act(struct http_loop *l, curl_socket_t s, int events, int *running)
-{
-	CURLMcode mc = curl_multi_socket_action(l->multi, s, events, running);
-
-	if (mc != CURLM_OK)
-		die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
-}
-
 void
 http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
 {
-	struct epoll_event evs[64];
-	int running = 1, left, n;
+	int running = 1, left;
 	CURLMsg *msg;
+	CURLMcode mc;
 
-	/* Adding a transfer set a timer of 0 ms: that starts it. */
-	act(l, CURL_SOCKET_TIMEOUT, 0, &running);
-	for (;;) {
+	while (running > 0) {
+		if ((mc = curl_multi_perform(l->multi, &running)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
 		while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
 			CURL *h = msg->easy_handle;
 			CURLcode rc = msg->data.result;
@@ -310,19 +258,8 @@ http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg)
 			curl_multi_remove_handle(l->multi, h);
 			done(h, rc, arg);
 		}
-		if (running == 0)
-			return;
-		n = epoll_wait(l->epfd, evs, 64, l->timeout_ms < 0 ? 1000 : (int)l->timeout_ms);
-		if (n < 0 && errno != EINTR)
-			die(EX_OSERR, "epoll: %s", strerror(errno));
-		if (n <= 0) {
-			act(l, CURL_SOCKET_TIMEOUT, 0, &running);
-			continue;
-		}
-		for (int i = 0; i < n; i++)
-			act(l, evs[i].data.fd, (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-			    (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-			    (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0), &running);
+		if (running > 0 && (mc = curl_multi_poll(l->multi, NULL, 0, 1000, NULL)) != CURLM_OK)
+			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
 	}
 }
 

@@ -59,21 +59,18 @@ int http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct
 int http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len);
 
 /*
- * A curl multi handle driven by epoll through curl_multi_socket_action: each
- * wake-up costs what became ready, not a scan of every transfer, which is
- * what a worker with hundreds of small requests in flight needs.
+ * A curl multi handle that runs a batch of transfers to the end, keeping
+ * their connections for the next batch.
  */
 struct http_loop {
 	CURLM *multi;
-	int epfd;
-	long timeout_ms;	/* what libcurl last asked for; -1: no timer */
 };
 
 /*
  * keep: idle connections kept open for later transfers (libcurl's default
  * follows how many transfers are added, so it shrinks as they finish and
- * closes connections the next batch needs). Exits 70 if the multi handle or
- * the epoll instance cannot be made.
+ * closes connections the next batch needs). Exits 70 if the multi handle
+ * cannot be made.
  */
 void http_loop_init(struct http_loop *l, long keep);
 void http_loop_free(struct http_loop *l);

@@ -26,7 +26,7 @@ seed_once(void)
 double
 backoff_next(struct backoff *b)
 {
-	static unsigned state;
+	static _Thread_local unsigned state;	/* fulfil calls it from two threads */
 	double d;
 
 	if (state == 0)
