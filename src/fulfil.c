@@ -154,16 +154,6 @@ usage(FILE *fp, int code)
 	exit(code);
 }
 
-static char *
-xstrdup(const char *s)
-{
-	char *p = strdup(s ? s : "");
-
-	if (p == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	return p;
-}
-
 /* --- the database ------------------------------------------------------------- */
 
 /* PQexecParams that keeps the SQLSTATE, so a deadlock can be told from a bug. */

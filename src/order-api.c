@@ -113,16 +113,6 @@ usage(FILE *fp, int code)
 	exit(code);
 }
 
-static char *
-xstrdup(const char *s)
-{
-	char *p = strdup(s);
-
-	if (p == NULL)
-		die(EX_OSERR, "out of memory");
-	return p;
-}
-
 /* --- answers ---------------------------------------------------------------- */
 
 static enum MHD_Result

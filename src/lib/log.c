@@ -74,3 +74,15 @@ debugx(const char *fmt, ...)
 	vmsg("debug: ", fmt, ap);
 	va_end(ap);
 }
+
+char *
+xstrdup(const char *s)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		die(EX_OSERR, "out of memory");
+	return d;
+}

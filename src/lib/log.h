@@ -15,5 +15,7 @@ void warn_line(long lineno, const char *fmt, ...) __attribute__((format(printf, 
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 /* Verbose diagnostics, printed only when OA_DEBUG is set in the environment. */
 void debugx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* strdup, or exit 71 when out of memory; NULL stays NULL. */
+char *xstrdup(const char *s);
 
 #endif

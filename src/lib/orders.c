@@ -89,18 +89,6 @@ struct attempt {
 	char msg[512];
 };
 
-static char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		die(EX_OSERR, "out of memory");
-	return d;
-}
-
 /* PostgreSQL rejects text that is not UTF-8 and would abort the whole batch. */
 static int
 utf8_valid(const unsigned char *s)
