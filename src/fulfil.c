@@ -112,7 +112,7 @@ static struct {
  * The two statements every batch runs are prepared once per connection and
  * planned for any number of ids (plan_cache_mode = force_generic_plan): a
  * plan made for a batch's many ids scans the whole table while it is small
- * (tens of milliseconds a batch at 50,000 orders) instead of looking each
+ * (10 ms a batch at 20,000 orders, against 0.2 ms) instead of looking each
  * id up in the primary key. Joining unnest() keeps that lookup per id.
  */
 static const char *const LOOKUP =
@@ -156,8 +156,10 @@ usage(FILE *fp, int code)
 
 /* --- the database ------------------------------------------------------------- */
 
-/* PQexecParams that keeps the SQLSTATE, so a deadlock can be told from a bug. */
-/* The result if the statement worked; otherwise NULL, the SQLSTATE kept and the error said. */
+/*
+ * The result if the statement worked; otherwise NULL, the error said and its
+ * SQLSTATE kept, so a deadlock can be told from a bug.
+ */
 static PGresult *
 checked(struct dbc *d, const char *what, PGresult *r)
 {
@@ -237,34 +239,47 @@ job_by_id(struct job *jobs, size_t n, long long id)
 }
 
 static int
-any_order(const struct job *jobs, size_t n)
+is_order(const struct job *j)
 {
+	return j->bad == NULL;
+}
+
+static int
+is_success(const struct job *j)
+{
+	return j->verdict == V_SUCCESS;
+}
+
+/* The ids of the jobs that want, as a bigint[] literal; NULL when there is none. */
+static char *
+id_array(const struct job *jobs, size_t n, int (*want)(const struct job *))
+{
+	char *ids = malloc(n * 24 + 3), *p = ids;
+
+	if (ids == NULL)
+		die(EX_SOFTWARE, "out of memory");
+	*p++ = '{';
 	for (size_t i = 0; i < n; i++)
-		if (jobs[i].bad == NULL)
-			return 1;
-	return 0;
+		if (want(&jobs[i]))
+			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
+	if (p - ids == 1) {
+		free(ids);
+		return NULL;
+	}
+	strcpy(p, "}");
+	return ids;
 }
 
 /* One query for every order of the batch. */
 static int
 lookup(struct job *jobs, size_t n)
 {
-	char *ids = malloc(n * 24 + 3), *p = ids;
-	const char *params[1];
+	char *ids = id_array(jobs, n, is_order);
+	const char *params[1] = { ids };
 	PGresult *r;
 
 	if (ids == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	if (any_order(jobs, n) == 0) {
-		free(ids);
 		return 0;
-	}
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++)
-		if (jobs[i].bad == NULL)
-			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
-	strcpy(p, "}");
-	params[0] = ids;
 	r = run_prepared(&st.look, "looking up the orders", "lookup", params);
 	free(ids);
 	if (r == NULL)
@@ -462,21 +477,12 @@ record(struct job *j)
 static int
 record_successes(struct job *jobs, size_t n)
 {
-	char *ids = malloc(n * 24 + 3), *p = ids, id[24];
+	char *ids = id_array(jobs, n, is_success), id[24];
 	const char *params[1] = { ids };
 	PGresult *r;
 
 	if (ids == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++)
-		if (jobs[i].verdict == V_SUCCESS)
-			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
-	strcpy(p, "}");
-	if (p - ids == 1) {
-		free(ids);
 		return 0;
-	}
 	r = run_prepared(&st.keep, "recording the vendors' acceptances", "successes", params);
 	free(ids);
 	if (r == NULL)
@@ -531,30 +537,28 @@ not_done(void)
 
 static void wait_committed(void);
 
-/* A lost connection or a deadlock costs a redo; any other error is a bug. */
+/*
+ * A lost connection or a deadlock costs a redo; any other error is a bug.
+ * The main thread first lets the committer finish, so what not_done() says
+ * holds if it gives up.
+ */
 static void
 recover(struct dbc *d, size_t n, int redo)
 {
 	int lost = db_connection_lost(d->conn);
 
-	if (!lost && strncmp(d->sqlstate, "40", 2) != 0) {
-		if (d == &st.look)
-			wait_committed();
+	if (d == &st.look)
+		wait_committed();
+	if (!lost && strncmp(d->sqlstate, "40", 2) != 0)
 		die(EX_SOFTWARE, "database: stopped on an unexpected error; %s", not_done());
-	}
-	if (redo >= REDO_MAX) {
-		if (d == &st.look)
-			wait_committed();
+	if (redo >= REDO_MAX)
 		die(EX_UNAVAILABLE, "database: gave up after %d tries; %s", redo, not_done());
-	}
 	if (!lost) {
 		PQclear(PQexec(d->conn, "ROLLBACK"));
 		sleep_seconds(0.05 * (redo + 1), NULL);
 		return;
 	}
 	PQfinish(d->conn);
-	if (d == &st.look)
-		wait_committed();
 	connect_db(d, not_done());
 	warnx_("database: reconnected; redoing the batch of %zu line(s)", n);
 }
