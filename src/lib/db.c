@@ -111,6 +111,24 @@ db_exec(PGconn *c, const char *sql)
 	return ok ? 0 : -1;
 }
 
+int
+db_prepare(PGconn *c, const struct db_statement *stmts, size_t n)
+{
+	if (db_exec(c, "SET plan_cache_mode = force_generic_plan") < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, 0, NULL);
+		int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+		if (!ok)
+			warnx_("database: preparing %s: %s", stmts[i].name, db_error(c));
+		PQclear(r);
+		if (!ok)
+			return -1;
+	}
+	return 0;
+}
+
 PGresult *
 db_query(PGconn *c, const char *what, const char *sql, int n, const char *const *params)
 {
