@@ -56,7 +56,7 @@ int order_request_from_json(const cJSON *obj, struct order_request *rq);
 /* Check a request's fields; returns 0, or -1 with rq->invalid set. */
 int order_request_check(struct order_request *rq);
 
-/* Prepare the statements orders_place runs (so checking the schema); 0, or -1 (printed). */
+/* Check the connection reaches a migrated schema; 0, or -1 (printed). */
 int orders_prepare(PGconn *c);
 /*
  * Place n requests in one transaction, allocating in input order, retrying
