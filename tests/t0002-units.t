@@ -44,7 +44,7 @@ test_expect_success 'every man page a unit names in Documentation= is in man/man
 
 test_expect_success 'the worker stops gracefully: SIGTERM to amqp-consume alone, a stop timeout, restarted always' '
 	u=$SD/order-worker.service &&
-	expect_grep "^ExecStart=/usr/local/bin/amqp-consume -q orders -- /usr/local/bin/fulfil" "$u" &&
+	expect_grep "^ExecStart=/usr/local/bin/amqp-consume -q orders -p 512 -- /usr/local/bin/fulfil" "$u" &&
 	expect_grep "^Restart=always$" "$u" && expect_grep "^KillSignal=SIGTERM$" "$u" &&
 	expect_grep "^KillMode=mixed$" "$u" && expect_grep "^TimeoutStopSec=" "$u"
 '
