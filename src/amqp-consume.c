@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 #define MAX_DEATHS_UNREAD 5	/* a child dying before reading anything this often is broken */
 
@@ -228,7 +229,7 @@ static void
 reject(struct msg *m, int requeue)
 {
 	if (current(m) && mq_reject(&mq, m->tag, requeue) < 0)
-		warnx_("broker: %s", mq.why);
+		warning("broker: %s", mq.why);
 }
 
 /* Unsent messages of a dead connection will be redelivered: forget them. */
@@ -288,15 +289,15 @@ on_delivery(struct mq_event *ev)
 	if (draining) {
 		/* Delivered before the broker saw our cancel: not ours to start any more. */
 		if (mq_reject(&mq, ev->tag, 1) < 0)
-			warnx_("broker: %s", mq.why);
+			warning("broker: %s", mq.why);
 		free(ev->body);
 		return;
 	}
 	if (!valid_body(ev->body, &ev->len, &why)) {
-		warnx_("a message %s: dead-lettered to %s.dead without running %s", why,
+		warning("a message %s: dead-lettered to %s.dead without running %s", why,
 		    opt.queue, opt.argv[0]);
 		if (mq_reject(&mq, ev->tag, 0) < 0)
-			warnx_("broker: %s", mq.why);
+			warning("broker: %s", mq.why);
 		free(ev->body);
 		return;
 	}
@@ -383,7 +384,7 @@ flush_acks(void)
 	if (tag == 0 || !mq_connected(&mq) || ack_generation != mq.generation)
 		return;
 	if (mq_ack_multiple(&mq, tag) < 0)
-		warnx_("broker: %s", mq.why);
+		warning("broker: %s", mq.why);
 	else
 		debugx("acked %ld messages, up to delivery tag %llu, in one ack", ack_count,
 		    (unsigned long long)tag);
@@ -417,7 +418,7 @@ settle(void)
 			ack_upto = m->tag;
 			ack_generation = mq.generation;
 		} else if (mq_ack(&mq, m->tag) < 0) {
-			warnx_("broker: %s", mq.why);
+			warning("broker: %s", mq.why);
 		}
 	}
 	free_msg(m);
@@ -446,7 +447,7 @@ take_answers(void)
 		}
 		cJSON_Delete(v);
 		if (!object)
-			warnx_("%s answered a line that is not a JSON object; not copied",
+			warning("%s answered a line that is not a JSON object; not copied",
 			    opt.argv[0]);
 		else if (fwrite(q, 1, (size_t)(nl - q) + 1, stdout) != (size_t)(nl - q) + 1)
 			break;	/* out_flush() reports it and exits: nothing below is settled */
@@ -454,7 +455,7 @@ take_answers(void)
 	out_flush("messages answered before this one were acked");
 	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		if (head == NULL || !head->sent)
-			warnx_("%s answered more lines than it was given; extra line ignored",
+			warning("%s answered more lines than it was given; extra line ignored",
 			    opt.argv[0]);
 		else
 			settle();
@@ -546,7 +547,7 @@ child_died(int status)
 	nsent = nsuspect = 0;
 	describe_status(how, sizeof how, status);
 	if (draining) {
-		warnx_("%s %s while answering %ld messages: they go back to the queue",
+		warning("%s %s while answering %ld messages: they go back to the queue",
 		    opt.argv[0], how, held);
 		forget_unsent(1);
 		return;
@@ -559,7 +560,7 @@ child_died(int status)
 		    child.deaths);
 	delay = backoff_next(&child.backoff);
 	child.restart_at = now_seconds() + delay;
-	warnx_("%s %s while answering %ld messages (%s); restarting it in %.1f s", opt.argv[0],
+	warning("%s %s while answering %ld messages (%s); restarting it in %.1f s", opt.argv[0],
 	    how, held, blamed ? "the first one goes back to the queue, counted as a failed "
 	    "delivery" : "it had read none of them", delay);
 }
@@ -594,7 +595,7 @@ reap_child(int eof)
 static void
 lost_connection(void)
 {
-	warnx_("broker %s: %s; reconnecting (%ld messages the child holds will be "
+	warning("broker %s: %s; reconnecting (%ld messages the child holds will be "
 	    "redelivered)", mq.target, mq.why, nsent);
 	mq_close(&mq);
 	linked = 0;
@@ -671,7 +672,7 @@ link_up(void)
 		rc = mq_consume(&mq, opt.queue, (int)opt.prefetch);
 	if (rc == 0) {
 		if (lost_since >= 0)
-			warnx_("broker %s: connected again", mq.target);
+			warning("broker %s: connected again", mq.target);
 		lost_since = -1;
 		linked = 1;
 		last_activity = now_seconds();
@@ -723,7 +724,7 @@ finish(int code, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(buf, sizeof buf, fmt, ap);
 		va_end(ap);
-		warnx_("%s", buf);
+		warning("%s", buf);
 	}
 	forget_unsent(1);
 	while (head != NULL) {
@@ -859,11 +860,11 @@ parse_options(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		warnx_("a COMMAND to run is required");
+		warning("a COMMAND to run is required");
 		usage(stderr, EX_USAGE);
 	}
 	if (*opt.queue == '\0' || strlen(opt.queue) > 200) {
-		warnx_("option -q: a queue name has 1 to 200 bytes");
+		warning("option -q: a queue name has 1 to 200 bytes");
 		usage(stderr, EX_USAGE);
 	}
 	opt.argv = argv + optind;

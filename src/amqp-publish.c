@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 #define MAX_NACKS	5	/* a line the broker refuses this often is given up */
 
@@ -84,7 +85,7 @@ link_up(const struct batch *b)
 			give_up(b, mq.why);
 	} while (rc < 0 && now_seconds() < deadline);
 	if (rc < 0)
-		warnx_("broker %s: %s", mq.target, mq.why);
+		warning("broker %s: %s", mq.target, mq.why);
 	return rc;
 }
 
@@ -227,7 +228,7 @@ await_confirms(struct batch *b)
 		case MQ_RETURN:
 			/* Its ack follows: it counts as confirmed, then is taken back at the end. */
 			if (returned++ == 0)
-				warnx_("a line was returned by the broker (%s): nothing is bound to "
+				warning("a line was returned by the broker (%s): nothing is bound to "
 				    "exchange \"%s\" with key \"%s\"", mq.why,
 				    opt.exchange ? opt.exchange : "", opt.exchange ? opt.key : opt.queue);
 			break;
@@ -257,7 +258,7 @@ confirm_batch(struct batch *b)
 		if (!mq_connected(&mq) && link_up(b) < 0)
 			give_up(b, "unavailable");
 		if (publish_unsent(b) < 0 || (rc = await_confirms(b)) < 0) {
-			warnx_("broker %s: %s; reconnecting to publish %zu unconfirmed lines again",
+			warning("broker %s: %s; reconnecting to publish %zu unconfirmed lines again",
 			    mq.target, mq.why, b->left);
 			if (lost_at < 0)
 				lost_at = now_seconds();
@@ -309,19 +310,19 @@ parse_options(int argc, char **argv, long *batch)
 		}
 	}
 	if (optind != argc) {
-		warnx_("unexpected argument \"%s\"", argv[optind]);
+		warning("unexpected argument \"%s\"", argv[optind]);
 		usage(stderr, EX_USAGE);
 	}
 	if (opt.exchange != NULL && queue_given) {
-		warnx_("-q and -e exclude each other");
+		warning("-q and -e exclude each other");
 		usage(stderr, EX_USAGE);
 	}
 	if ((opt.exchange == NULL) != (opt.key == NULL)) {
-		warnx_("-e EXCHANGE and -k ROUTING_KEY go together");
+		warning("-e EXCHANGE and -k ROUTING_KEY go together");
 		usage(stderr, EX_USAGE);
 	}
 	if (opt.exchange == NULL && (*opt.queue == '\0' || strlen(opt.queue) > 200)) {
-		warnx_("option -q: a queue name has 1 to 200 bytes");
+		warning("option -q: a queue name has 1 to 200 bytes");
 		usage(stderr, EX_USAGE);
 	}
 }

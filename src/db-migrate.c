@@ -59,7 +59,7 @@ migrate_one(PGconn *c, const struct migration *m)
 	if (applied(c, m->version))
 		return db_exec(c, "COMMIT");
 	if (db_exec(c, m->sql) < 0) {
-		warnx_("migration %03d-%s failed; nothing of it was applied", m->version, m->name);
+		warning("migration %03d-%s failed; nothing of it was applied", m->version, m->name);
 		return -1;
 	}
 	snprintf(v, sizeof v, "%d", m->version);

@@ -16,6 +16,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 /*
  * Lines already waiting on stdin are taken as one batch: their orders are
@@ -168,7 +169,7 @@ checked(struct dbc *d, const char *what, PGresult *r)
 		return r;
 	code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	snprintf(d->sqlstate, sizeof d->sqlstate, "%s", code ? code : "");
-	warnx_("database: %s: %s", what, db_error(d->conn));
+	warning("database: %s: %s", what, db_error(d->conn));
 	PQclear(r);
 	return NULL;
 }
@@ -552,7 +553,7 @@ recover(struct dbc *d, size_t n, int redo)
 	}
 	PQfinish(d->conn);
 	connect_db(d, not_done());
-	warnx_("database: reconnected; redoing the batch of %zu line(s)", n);
+	warning("database: reconnected; redoing the batch of %zu line(s)", n);
 }
 
 /* --- answers -------------------------------------------------------------------- */
@@ -812,13 +813,13 @@ main(int argc, char **argv)
 	if (st.lim.connect_timeout > st.lim.timeout)
 		st.lim.connect_timeout = st.lim.timeout;
 	if (st.base == NULL) {
-		warnx_("no vendor URL: give --base or set VENDOR_BASE_URL");
+		warning("no vendor URL: give --base or set VENDOR_BASE_URL");
 		usage(stderr, EX_USAGE);
 	}
 	if (http_url_check(st.base, &why) < 0) {
 		char *shown = config_redact_url(st.base);
 
-		warnx_("base URL \"%s\" %s", shown ? shown : "", why);
+		warning("base URL \"%s\" %s", shown ? shown : "", why);
 		free(shown);
 		usage(stderr, EX_USAGE);
 	}

@@ -27,6 +27,7 @@
 #include "lib/num.h"
 #include "lib/orders.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 #define DEFAULT_PORT	"3000"
 #define THREADS_DEFAULT	4
@@ -123,7 +124,7 @@ send_json(struct req *r, int status, const char *body, const char *const *header
 	enum MHD_Result rc;
 
 	if (resp == NULL) {
-		warnx_("cannot create a response (out of memory?)");
+		warning("cannot create a response (out of memory?)");
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -243,7 +244,7 @@ placer_mq(struct placer *p)
 		backoff_reset(&p->mq_backoff);
 		return 0;
 	}
-	warnx_("broker %s: %s; new orders stay pending for order-sweep", p->mq.target, p->mq.why);
+	warning("broker %s: %s; new orders stay pending for order-sweep", p->mq.target, p->mq.why);
 	mq_close(&p->mq);
 	p->mq_retry_at = now + backoff_next(&p->mq_backoff);
 	return -1;
@@ -262,7 +263,7 @@ placer_idle(struct placer *p)
 		free(ev.body);
 	} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
 	if (ev.type == MQ_CLOSED)
-		warnx_("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
+		warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
 }
 
 static void
@@ -301,7 +302,7 @@ publish(struct placer *p, struct req **v, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		if (mq_publish(&p->mq, "", opt.queue, v[i]->line, strlen(v[i]->line), 0,
 		    &v[i]->seq) < 0) {
-			warnx_("broker %s: publishing: %s; the orders stay pending for order-sweep",
+			warning("broker %s: publishing: %s; the orders stay pending for order-sweep",
 			    p->mq.target, p->mq.why);
 			mq_close(&p->mq);
 			return;
@@ -318,7 +319,7 @@ publish(struct placer *p, struct req **v, size_t n)
 			returned(v, n, &ev);
 		free(ev.body);
 		if (ev.type == MQ_CLOSED) {
-			warnx_("broker %s: %s; %zu orders were not confirmed and stay pending for"
+			warning("broker %s: %s; %zu orders were not confirmed and stay pending for"
 			    " order-sweep", p->mq.target, p->mq.why, left);
 			return;
 		}
@@ -328,7 +329,7 @@ publish(struct placer *p, struct req **v, size_t n)
 			v[i]->published = 0;
 	if (left > 0) {
 		/* Confirms that never came: start over on a fresh channel. */
-		warnx_("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
+		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
 		    " pending for order-sweep", p->mq.target, left, CONFIRM_WAIT);
 		mq_close(&p->mq);
 	}
@@ -811,7 +812,7 @@ shut_down(struct MHD_Daemon *d, pthread_t placer)
 		if (pthread_cond_timedwait(&quiet, &lock, &ts) == ETIMEDOUT)
 			break;
 	if (open_requests > 0)
-		warnx_("stopping with %ld requests unanswered (slow clients)", open_requests);
+		warning("stopping with %ld requests unanswered (slow clients)", open_requests);
 	pthread_mutex_unlock(&lock);
 	MHD_stop_daemon(d);
 }

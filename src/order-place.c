@@ -13,6 +13,7 @@
 #include "lib/num.h"
 #include "lib/orders.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 /*
  * Requests already waiting on stdin are taken together, up to a batch, and
@@ -319,7 +320,7 @@ main(int argc, char **argv)
 	if (argc != 0 && argc != 2)
 		usage(stderr, EX_USAGE);
 	if (argc == 0 && key != NULL) {
-		warnx_("-k applies to the SKU QUANTITY form; on stdin give \"key\" per request");
+		warning("-k applies to the SKU QUANTITY form; on stdin give \"key\" per request");
 		usage(stderr, EX_USAGE);
 	}
 	if (argc == 2)

@@ -229,7 +229,7 @@ set_fetched_at(struct vendor *v, const char *ts)
 static void __attribute__((noreturn))
 db_lost(struct conn *c, const char *doing)
 {
-	warnx_("database: %s: %s", doing, db_error(c->db));
+	warning("database: %s: %s", doing, db_error(c->db));
 	die(EX_UNAVAILABLE, "%ld vendor snapshot(s) were committed before this; "
 	    "none in progress was", st.applied_vendors);
 }
@@ -539,10 +539,10 @@ apply_vendor(struct vendor *v, int complete, long announced)
 
 	copy_end(c);
 	if (complete && v->tainted) {
-		warnx_("%s: snapshot had invalid lines; applied what was valid, withdrew nothing", v->name);
+		warning("%s: snapshot had invalid lines; applied what was valid, withdrew nothing", v->name);
 		complete = 0;
 	} else if (complete && announced != v->staged) {
-		warnx_("%s: snapshot announced %ld items but %ld arrived; withdrew nothing",
+		warning("%s: snapshot announced %ld items but %ld arrived; withdrew nothing",
 		    v->name, announced, v->staged);
 		complete = 0;
 	}
@@ -693,7 +693,7 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < st.nv; i++) {
 		if (st.v[i].staged == 0)
 			continue;
-		warnx_("%s: no snapshot line; applied as a partial update, nothing withdrawn",
+		warning("%s: no snapshot line; applied as a partial update, nothing withdrawn",
 		    st.v[i].name);
 		apply_vendor(&st.v[i], 0, 0);
 	}

@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 /*
  * One curl multi handle carries every vendor's transfer. A vendor whose
@@ -261,7 +262,7 @@ block_item(struct block *b, const cJSON *it)
 
 	if ((why = item_problem(it, &sku, &qty)) != NULL) {
 		if (b->bad++ < BAD_ITEM_WARNINGS)
-			warnx_("%s: item %ld (.[%ld]): %s; skipped", b->v->name, b->idx + 1,
+			warning("%s: item %ld (.[%ld]): %s; skipped", b->v->name, b->idx + 1,
 			    b->idx, why);
 	} else {
 		put_item(b->v, sku, qty, b->stamp, it);
@@ -274,7 +275,7 @@ static void
 block_end(struct block *b)
 {
 	if (b->bad > BAD_ITEM_WARNINGS)
-		warnx_("%s: %ld more invalid items skipped", b->v->name, b->bad - BAD_ITEM_WARNINGS);
+		warning("%s: %ld more invalid items skipped", b->v->name, b->bad - BAD_ITEM_WARNINGS);
 	fputs_unlocked("{\"vendor\":", stdout);
 	put_string(b->v->name);
 	printf(",\"snapshot\":\"%s\",\"items\":%ld,\"fetched_at\":\"%s\"}\n",
@@ -597,7 +598,7 @@ static void
 fail(struct vendor *v)
 {
 	v->state = FAILED;
-	warnx_("%s: %s after %d attempt%s; no lines written for %s", v->name, v->why,
+	warning("%s: %s after %d attempt%s; no lines written for %s", v->name, v->why,
 	    v->attempts, v->attempts == 1 ? "" : "s", v->name);
 }
 
@@ -734,13 +735,13 @@ vendor_init(struct vendor *v, const char *arg, const char *base)
 	if (v->name == NULL)
 		die(EX_SOFTWARE, "out of memory");
 	if (v->name[0] == '\0') {
-		warnx_("\"%s\": the vendor name is empty", arg);
+		warning("\"%s\": the vendor name is empty", arg);
 		usage(stderr, EX_USAGE);
 	}
 	if (eq != NULL)
 		v->url = strdup(eq + 1);
 	else if (base == NULL) {
-		warnx_("%s: no URL: give --base, set VENDOR_BASE_URL, or write %s=URL", v->name,
+		warning("%s: no URL: give --base, set VENDOR_BASE_URL, or write %s=URL", v->name,
 		    v->name);
 		usage(stderr, EX_USAGE);
 	} else
@@ -748,7 +749,7 @@ vendor_init(struct vendor *v, const char *arg, const char *base)
 	if (v->url == NULL || (v->shown = config_redact_url(v->url)) == NULL)
 		die(EX_SOFTWARE, "out of memory");
 	if (http_url_check(v->url, &why) < 0) {
-		warnx_("%s: URL \"%s\" %s", v->name, v->shown, why);
+		warning("%s: URL \"%s\" %s", v->name, v->shown, why);
 		usage(stderr, EX_USAGE);
 	}
 	if ((v->h = curl_easy_init()) == NULL)
@@ -775,7 +776,7 @@ no_duplicates(struct vendor *vs, size_t n)
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(vs[i].name, vs[j].name) == 0) {
-				warnx_("%s: vendor named twice", vs[i].name);
+				warning("%s: vendor named twice", vs[i].name);
 				usage(stderr, EX_USAGE);
 			}
 }
@@ -819,13 +820,13 @@ main(int argc, char **argv)
 	if (opt.lim.connect_timeout > opt.lim.timeout)
 		opt.lim.connect_timeout = opt.lim.timeout;
 	if (optind == argc) {
-		warnx_("no vendor given");
+		warning("no vendor given");
 		usage(stderr, EX_USAGE);
 	}
 	if (base != NULL && http_url_check(base, &why) < 0) {
 		char *shown = config_redact_url(base);
 
-		warnx_("base URL \"%s\" %s", shown ? shown : "", why);
+		warning("base URL \"%s\" %s", shown ? shown : "", why);
 		free(shown);
 		usage(stderr, EX_USAGE);
 	}

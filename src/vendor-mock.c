@@ -26,6 +26,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/xalloc.h"
 
 #define DEFAULT_LISTEN	"127.0.0.1:8081"
 #define BODY_MAX	(64 * 1024)	/* an order is tiny; anything bigger is abuse */
@@ -573,7 +574,7 @@ log_request(const struct req *r, int status)
 		die(EX_OSERR, "out of memory");
 	pthread_mutex_lock(&log_lock);
 	if (logfp != NULL && (fprintf(logfp, "%s\n", line) < 0 || fflush(logfp) == EOF)) {
-		warnx_("--log: writing failed: %s; no further requests are logged",
+		warning("--log: writing failed: %s; no further requests are logged",
 		    strerror(errno));
 		fclose(logfp);
 		logfp = NULL;
@@ -589,7 +590,7 @@ send_response(struct req *r, int status, struct MHD_Response *resp)
 	enum MHD_Result rc;
 
 	if (resp == NULL) {
-		warnx_("cannot create a response for %s %s", r->method, r->url);
+		warning("cannot create a response for %s %s", r->method, r->url);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -1111,7 +1112,7 @@ main(int argc, char **argv)
 		usage(stderr, EX_USAGE);
 	listen_parse("--listen", listen, &ss, &sslen);
 	if (n_vendors == 0) {
-		warnx_("no vendor: give --vendor NAME=FILE or --generate NAME:COUNT");
+		warning("no vendor: give --vendor NAME=FILE or --generate NAME:COUNT");
 		usage(stderr, EX_USAGE);
 	}
 	faults_apply(faults, n_faults);
@@ -1146,6 +1147,6 @@ main(int argc, char **argv)
 		vendor_free(&vendors[i]);
 	free(vendors);
 	if (logfp != NULL && fclose(logfp) == EOF)
-		warnx_("--log: closing %s failed: %s", logpath, strerror(errno));
+		warning("--log: closing %s failed: %s", logpath, strerror(errno));
 	return 0;
 }

@@ -250,20 +250,20 @@ mq_connect_retry(struct mq *m, double patience, volatile int *stop)
 
 		if (mq_connect(m) == 0) {
 			if (warned)
-				warnx_("broker %s: connected again", m->target);
+				warning("broker %s: connected again", m->target);
 			return 0;
 		}
 		if (m->permanent) {
-			warnx_("broker %s: %s", m->target, m->why);
+			warning("broker %s: %s", m->target, m->why);
 			return -1;
 		}
 		if ((patience >= 0 && left <= 0) || (stop != NULL && *stop)) {
-			warnx_("broker %s unavailable (gave up after %g s): %s", m->target,
+			warning("broker %s unavailable (gave up after %g s): %s", m->target,
 			    patience, m->why);
 			return -1;
 		}
 		if (!warned++)
-			warnx_("broker: %s; retrying", m->why);
+			warning("broker: %s; retrying", m->why);
 		else
 			debugx("broker: %s; retrying", m->why);
 		d = backoff_next(&b);

@@ -60,7 +60,7 @@ db_connect(double patience)
 		if (msg != NULL)
 			msg[strcspn(msg, "\n")] = '\0';
 		if (now_seconds() >= deadline) {
-			warnx_("database: cannot connect to %s: %s", config_db_target(),
+			warning("database: cannot connect to %s: %s", config_db_target(),
 			    msg ? msg : "out of memory");
 			free(msg);
 			return NULL;
@@ -106,7 +106,7 @@ db_exec(PGconn *c, const char *sql)
 	int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
 
 	if (!ok)
-		warnx_("database: %s", db_error(c));
+		warning("database: %s", db_error(c));
 	PQclear(r);
 	return ok ? 0 : -1;
 }
@@ -121,7 +121,7 @@ db_prepare(PGconn *c, const struct db_statement *stmts, size_t n)
 		int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 
 		if (!ok)
-			warnx_("database: preparing %s: %s", stmts[i].name, db_error(c));
+			warning("database: preparing %s: %s", stmts[i].name, db_error(c));
 		PQclear(r);
 		if (!ok)
 			return -1;
@@ -136,7 +136,7 @@ db_query(PGconn *c, const char *what, const char *sql, int n, const char *const 
 
 	if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
 		return r;
-	warnx_("database: %s: %s", what, db_error(c));
+	warning("database: %s: %s", what, db_error(c));
 	PQclear(r);
 	return NULL;
 }

@@ -85,7 +85,7 @@ listen_mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(buf);
 	while (n > 0 && buf[n - 1] == '\n')
 		buf[--n] = '\0';
-	warnx_("libmicrohttpd: %s", buf);
+	warning("libmicrohttpd: %s", buf);
 }
 
 int

@@ -31,7 +31,7 @@ vmsg(const char *prefix, const char *fmt, va_list ap)
 }
 
 void
-warnx_(const char *fmt, ...)
+warning(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -73,16 +73,4 @@ debugx(const char *fmt, ...)
 	va_start(ap, fmt);
 	vmsg("debug: ", fmt, ap);
 	va_end(ap);
-}
-
-char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		die(EX_OSERR, "out of memory");
-	return d;
 }

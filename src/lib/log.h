@@ -8,14 +8,12 @@ extern const char *progname;
 
 void log_init(const char *argv0);
 /* "PROG: message" */
-void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "PROG: line N: message" (SPEC §3) */
 void warn_line(long lineno, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "PROG: message" and exit with the given sysexits code. */
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 /* Verbose diagnostics, printed only when OA_DEBUG is set in the environment. */
 void debugx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* strdup, or exit 71 when out of memory; NULL stays NULL. */
-char *xstrdup(const char *s);
 
 #endif

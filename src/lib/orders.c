@@ -11,6 +11,7 @@
 #include "db.h"
 #include "jsonl.h"
 #include "log.h"
+#include "xalloc.h"
 #include "retry.h"
 
 /* Deadlocks with other writers (stock-apply, fulfil) are possible; each costs a retry. */
@@ -234,7 +235,7 @@ orders_prepare(PGconn *c)
 	int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 
 	if (!ok)
-		warnx_("database: checking the schema (is it migrated?): %s", db_error(c));
+		warning("database: checking the schema (is it migrated?): %s", db_error(c));
 	PQclear(r);
 	return ok ? 0 : -1;
 }
@@ -623,12 +624,12 @@ place_batch(struct attempt *a, size_t *scratch)
 		if (rc != RUN_LOST && PQtransactionStatus(a->c) != PQTRANS_IDLE)
 			PQclear(PQexec(a->c, "ROLLBACK"));
 		if (rc == RUN_LOST) {
-			warnx_("database: connection lost placing a batch of %zu requests: %s",
+			warning("database: connection lost placing a batch of %zu requests: %s",
 			    a->n, a->msg);
 			return ORDERS_LOST;
 		}
 		if (rc == RUN_FAILED || attempt == MAX_ATTEMPTS) {
-			warnx_("database: placing a batch of %zu requests%s: %s; none of it was"
+			warning("database: placing a batch of %zu requests%s: %s; none of it was"
 			    " committed", a->n, rc == RUN_RETRY ? ", still conflicting after"
 			    " retries" : "", a->msg);
 			return ORDERS_FAILED;

@@ -1,0 +1,60 @@
+/*
+ * policy: every decision that is not mechanism, in one place: what each kind
+ * of failure exits with, how long each kind of wait backs off, the defaults
+ * of the queue topology and what its queues are called, and which database
+ * errors are worth running a transaction again for. Change a policy here and
+ * every program follows.
+ */
+#ifndef OA_POLICY_H
+#define OA_POLICY_H
+
+#include <stddef.h>
+#include <sysexits.h>
+
+#include "retry.h"
+
+/* Exit status by meaning (sysexits.h, SPEC §3). */
+enum {
+	EXIT_OK = 0,
+	EXIT_USAGE = EX_USAGE,		/* 64: bad flags or arguments */
+	EXIT_BAD_INPUT = EX_DATAERR,	/* 65: some input lines were invalid */
+	EXIT_UNAVAILABLE = EX_UNAVAILABLE,	/* 69: a service lost after retries */
+	EXIT_SQL = EX_SOFTWARE,		/* 70: the database refused a statement */
+	EXIT_BUG = EX_SOFTWARE,		/* 70: an internal error */
+	EXIT_NOMEM = EX_OSERR,		/* 71: out of memory, or no process could start */
+	EXIT_OUTPUT = EX_IOERR,		/* 74: writing the output failed */
+	EXIT_BUSY = EX_TEMPFAIL		/* 75: another run holds the lock */
+};
+
+/*
+ * Backoffs, as BACKOFF_INIT(first delay, largest delay) in seconds; every
+ * wait is jittered (retry.c). Use as `struct backoff b = BACKOFF_DB_CONNECT;`.
+ */
+#define BACKOFF_DB_CONNECT	BACKOFF_INIT(0.2, 2.0)	/* PostgreSQL not answering */
+#define BACKOFF_DB_RETRY	BACKOFF_INIT(0.01, 1.0)	/* a deadlock or serialization failure */
+#define BACKOFF_MQ_CONNECT	BACKOFF_INIT(0.2, 10.0)	/* RabbitMQ not answering */
+#define BACKOFF_MQ_NACK		BACKOFF_INIT(0.1, 2.0)	/* the broker refused a publish */
+#define BACKOFF_HTTP		BACKOFF_INIT(0.2, 5.0)	/* a vendor's transient error */
+#define BACKOFF_CHILD		BACKOFF_INIT(0.1, 5.0)	/* restarting a child that died */
+
+/* How long a program waits for the database before giving up (OA_DB_PATIENCE overrides). */
+#define DB_PATIENCE_DEFAULT	10.0
+
+/* The queue topology's defaults (mq_declare in amqp.c declares it). */
+#define QUEUE_DEFAULT		"orders"
+#define MAX_DELIVERIES_DEFAULT	5	/* deliveries before a message is dead-lettered */
+#define RETRY_DELAY_MS_DEFAULT	3000	/* a "retry" answer waits this long in Q.retry.<ms> */
+#define MQ_HEARTBEAT		30	/* seconds, asked of the broker */
+
+/* The queues of work queue q: where poison messages go, and where retries wait. */
+char *queue_dead_name(const char *q);
+char *queue_retry_name(const char *q, long retry_ms);
+
+/*
+ * True when a statement failed with an SQLSTATE that says "run the whole
+ * transaction again" (deadlock, serialization failure) rather than a bug or
+ * bad data. NULL or "" (no SQLSTATE: the connection is gone) is not.
+ */
+int db_retryable(const char *sqlstate);
+
+#endif
