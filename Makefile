@@ -64,7 +64,7 @@ demo: deps all
 	scripts/demo
 
 bench: deps all
-	scripts/bench
+	scripts/bench/run
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
