@@ -131,26 +131,6 @@ usage(FILE *fp, int code)
 	exit(code);
 }
 
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	if (p == NULL)
-		die(EX_OSERR, "out of memory (%zu bytes)", n);
-	return p;
-}
-
-static char *
-xstrndup(const char *s, size_t n)
-{
-	char *p = strndup(s, n);
-
-	if (p == NULL)
-		die(EX_OSERR, "out of memory");
-	return p;
-}
-
 static void
 sb_str(struct buf *b, const char *s)
 {
