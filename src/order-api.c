@@ -14,7 +14,6 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
-#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/httpd.h"
 #include "lib/jsonl.h"
@@ -645,7 +644,7 @@ list_stock(struct req *r)
 	return send_object(r, MHD_HTTP_OK, o, NULL);
 }
 
-/* --- routing and libmicrohttpd callbacks ------------------------------------ */
+/* --- routing, and the hooks lib/httpd calls -------------------------------- */
 
 static int
 is_get(const char *method)

@@ -146,7 +146,6 @@ struct vendor_key {
 };
 
 /* hash_match_fn: whether item i of vendor k->v has SKU k->name. */
-
 static int
 sku_is(const void *ctx, size_t i)
 {
@@ -610,10 +609,8 @@ handle_stock(struct req *r)
 	pthread_mutex_lock(&v->lock);
 	memcpy(s->qty, v->qty, v->n * sizeof *s->qty);
 	pthread_mutex_unlock(&v->lock);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
-	    stream_free);
-	if (resp == NULL)
-		stream_free(s);
+	resp = xalloc_check(MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+	    stream_read, s, stream_free));
 	return httpd_send(&r->h, MHD_HTTP_OK, resp, NULL);
 }
 
