@@ -1,17 +1,12 @@
 /* order-api: the seed's HTTP front: orders placed in shared batches, lookups of orders and stock. */
-#include <sys/socket.h>
-
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,13 +14,13 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
-#include "lib/buf.h"
 #include "lib/db.h"
+#include "lib/httpd.h"
 #include "lib/jsonl.h"
-#include "lib/listen.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/orders.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
@@ -56,9 +51,7 @@ enum req_state {
 
 /* One HTTP request, from its first callback to its completion. */
 struct req {
-	struct MHD_Connection *c;
-	struct buf body;	/* capped at --max-body */
-	int too_big;
+	struct httpd_req h;	/* the body is capped at --max-body */
 	enum req_state state;
 	cJSON *obj;			/* the parsed body: rq's strings point into it */
 	char *key;			/* Idempotency-Key header, copied */
@@ -77,7 +70,7 @@ static struct {
 	const char *queue;
 	long threads, max_body;
 	double timeout;
-} opt = { "orders", THREADS_DEFAULT, BODY_DEFAULT, TIMEOUT_DEFAULT };
+} opt = { QUEUE_DEFAULT, THREADS_DEFAULT, BODY_DEFAULT, TIMEOUT_DEFAULT };
 
 /* The queue between handler threads and the placer, and the count of open requests. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -116,49 +109,17 @@ usage(FILE *fp, int code)
 
 /* --- answers ---------------------------------------------------------------- */
 
-static enum MHD_Result
-send_json(struct req *r, int status, const char *body, const char *const *headers)
-{
-	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body,
-	    MHD_RESPMEM_MUST_COPY);
-	enum MHD_Result rc;
-
-	if (resp == NULL) {
-		warning("cannot create a response (out of memory?)");
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	for (; headers != NULL && headers[0] != NULL; headers += 2)
-		MHD_add_response_header(resp, headers[0], headers[1]);
-	rc = MHD_queue_response(r->c, status, resp);
-	MHD_destroy_response(resp);
-	return rc;
-}
-
 /* Send a cJSON object, deleting it. */
 static enum MHD_Result
 send_object(struct req *r, int status, cJSON *o, const char *const *headers)
 {
-	char *s = cJSON_PrintUnformatted(o);
+	char *s = xalloc_check(cJSON_PrintUnformatted(o));
 	enum MHD_Result rc;
 
 	cJSON_Delete(o);
-	if (s == NULL)
-		die(EX_OSERR, "out of memory");
-	rc = send_json(r, status, s, headers);
+	rc = httpd_send_json(&r->h, status, s, headers);
 	free(s);
 	return rc;
-}
-
-static enum MHD_Result
-reply_error(struct req *r, int status, const char *code, const char *message)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	cJSON_AddStringToObject(o, "error", code);
-	if (message != NULL)
-		cJSON_AddStringToObject(o, "message", message);
-	return send_object(r, status, o, NULL);
 }
 
 static enum MHD_Result
@@ -197,12 +158,12 @@ answer_placed(struct req *r)
 		    strcmp(res->error, "unknown_sku") == 0 ? MHD_HTTP_NOT_FOUND :
 		    MHD_HTTP_BAD_REQUEST;
 
-		return send_json(r, status, r->line, NULL);
+		return httpd_send_json(&r->h, status, r->line, NULL);
 	}
 	if (res->existing)
-		return send_json(r, MHD_HTTP_OK, r->line, NULL);
+		return httpd_send_json(&r->h, MHD_HTTP_OK, r->line, NULL);
 	snprintf(location, sizeof location, "/order/%lld", res->order_id);
-	return send_json(r, MHD_HTTP_CREATED, r->line, (const char *[]){
+	return httpd_send_json(&r->h, MHD_HTTP_CREATED, r->line, (const char *[]){
 	    MHD_HTTP_HEADER_LOCATION, location,
 	    "X-Order-Published", r->published ? "true" : "false", NULL });
 }
@@ -233,7 +194,7 @@ placer_db(struct placer *p)
 static int
 placer_mq(struct placer *p)
 {
-	struct mq_topology t = { opt.queue, 5, -1, 1 };
+	struct mq_topology t = { opt.queue, MAX_DELIVERIES_DEFAULT, -1, 1 };
 	double now = now_seconds();
 
 	if (mq_connected(&p->mq))
@@ -374,8 +335,7 @@ place(struct placer *p, struct req **v, size_t n)
 
 		v[i]->res = p->res[i];
 		memset(&p->res[i], 0, sizeof p->res[i]);
-		if ((v[i]->line = cJSON_PrintUnformatted(o)) == NULL)
-			die(EX_OSERR, "out of memory");
+		v[i]->line = xalloc_check(cJSON_PrintUnformatted(o));
 		cJSON_Delete(o);
 		v[i]->state = PLACED;
 		if (v[i]->res.error == NULL && !v[i]->res.existing &&
@@ -426,7 +386,7 @@ placer_main(void *arg)
 		place(p, p->batch, n);
 		/* After resuming, a request belongs to its handler thread again: hands off. */
 		for (size_t i = 0; i < n; i++)
-			MHD_resume_connection(p->batch[i]->c);
+			MHD_resume_connection(p->batch[i]->h.c);
 		/* Under a stream of refusals nothing is published: heartbeats still go out. */
 		placer_idle(p);
 	}
@@ -452,7 +412,7 @@ enqueue(struct req *r)
 		head = r;
 	tail = r;
 	/* Suspended under the lock: the placer cannot resume it before this. */
-	MHD_suspend_connection(r->c);
+	MHD_suspend_connection(r->h.c);
 	pthread_cond_signal(&wake);
 	pthread_mutex_unlock(&lock);
 	return MHD_YES;
@@ -462,7 +422,7 @@ enqueue(struct req *r)
 static const char *
 take_header_key(struct req *r)
 {
-	const char *h = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, "Idempotency-Key");
+	const char *h = MHD_lookup_connection_value(r->h.c, MHD_HEADER_KIND, "Idempotency-Key");
 
 	if (h == NULL || r->rq.invalid != NULL)
 		return NULL;
@@ -486,13 +446,13 @@ post_order(struct req *r)
 		return reply_unavailable(r, r->retry_after, r->committed_unknown ?
 		    "the database connection broke while committing: the order may have been"
 		    " placed; retry with the same key" : "the order was not placed");
-	if (r->too_big)
-		return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
-	r->obj = cJSON_ParseWithLengthOpts(r->body.data != NULL ? r->body.data : "", r->body.len,
-	    &end, 0);
+	if (r->h.too_big)
+		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+	r->obj = cJSON_ParseWithLengthOpts(r->h.body.data != NULL ? r->h.body.data : "",
+	    r->h.body.len, &end, 0);
 	if (r->obj == NULL) {
 		snprintf(msg, sizeof msg, "the body is not valid JSON (error near byte %ld)",
-		    end != NULL && r->body.data != NULL ? (long)(end - r->body.data) : 0L);
+		    end != NULL && r->h.body.data != NULL ? (long)(end - r->h.body.data) : 0L);
 		return reply_invalid(r, msg);
 	}
 	if (!cJSON_IsObject(r->obj))
@@ -594,12 +554,12 @@ get_order(struct req *r, const char *id)
 	long n;
 
 	if (parse_long(id, 1, LONG_MAX, &n, &why) < 0)
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_order", NULL);
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "unknown_order");
 	if ((res = lookup(r, "reading an order", sql, 1, (const char *[]){ id }, &rc)) == NULL)
 		return rc;
 	if (PQntuples(res) == 0) {
 		PQclear(res);
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_order", NULL);
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "unknown_order");
 	}
 	o = cJSON_CreateObject();
 	json_add_int(o, "order_id", strtoll(PQgetvalue(res, 0, 0), NULL, 10));
@@ -639,7 +599,7 @@ get_stock(struct req *r, const char *sku)
 		return rc;
 	if (PQntuples(res) == 0) {
 		PQclear(res);
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_sku", NULL);
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "unknown_sku");
 	}
 	o = stock_item(res, 0);
 	PQclear(res);
@@ -652,8 +612,8 @@ list_stock(struct req *r)
 {
 	static const char sql[] = "SELECT sku, available FROM available_stock"
 	    " WHERE sku > $1 ORDER BY sku LIMIT $2";
-	const char *after = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, "after");
-	const char *slimit = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, "limit");
+	const char *after = MHD_lookup_connection_value(r->h.c, MHD_GET_ARGUMENT_KIND, "after");
+	const char *slimit = MHD_lookup_connection_value(r->h.c, MHD_GET_ARGUMENT_KIND, "limit");
 	long limit = PAGE_DEFAULT;
 	char more[32], msg[96];
 	enum MHD_Result rc;
@@ -684,14 +644,7 @@ list_stock(struct req *r)
 	return send_object(r, MHD_HTTP_OK, o, NULL);
 }
 
-/* --- routing and libmicrohttpd callbacks ------------------------------------ */
-
-static enum MHD_Result
-method_not_allowed(struct req *r, const char *allow)
-{
-	return send_json(r, MHD_HTTP_METHOD_NOT_ALLOWED, "{\"error\":\"method_not_allowed\"}",
-	    (const char *[]){ MHD_HTTP_HEADER_ALLOW, allow, NULL });
-}
+/* --- routing, and the hooks lib/httpd calls -------------------------------- */
 
 static int
 is_get(const char *method)
@@ -700,102 +653,59 @@ is_get(const char *method)
 	    strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
+/* httpd's handle hook: the routes. */
 static enum MHD_Result
-route(struct req *r, const char *url, const char *method)
+route(struct httpd_req *hr)
 {
+	struct req *r = (struct req *)hr;
+	const char *url = hr->url;
+	int get = is_get(hr->method);
+
 	if (strcmp(url, "/order") == 0) {
-		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-			return method_not_allowed(r, "POST");
+		if (strcmp(hr->method, MHD_HTTP_METHOD_POST) != 0)
+			return httpd_method_not_allowed(hr, "POST");
 		return post_order(r);
 	}
 	if (strncmp(url, "/order/", 7) == 0 && url[7] != '\0')
-		return is_get(method) ? get_order(r, url + 7) : method_not_allowed(r, "GET, HEAD");
+		return get ? get_order(r, url + 7) : httpd_method_not_allowed(hr, "GET, HEAD");
 	if (strcmp(url, "/stock") == 0)
-		return is_get(method) ? list_stock(r) : method_not_allowed(r, "GET, HEAD");
+		return get ? list_stock(r) : httpd_method_not_allowed(hr, "GET, HEAD");
 	if (strncmp(url, "/stock/", 7) == 0 && url[7] != '\0')
-		return is_get(method) ? get_stock(r, url + 7) : method_not_allowed(r, "GET, HEAD");
-	return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", NULL);
+		return get ? get_stock(r, url + 7) : httpd_method_not_allowed(hr, "GET, HEAD");
+	return httpd_send_error(hr, MHD_HTTP_NOT_FOUND, "not_found");
 }
 
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-    const char *version, const char *upload, size_t *upload_size, void **con_cls)
-{
-	struct req *r = *con_cls;
-
-	(void)cls;
-	(void)version;
-	if (r == NULL) {
-		if ((r = calloc(1, sizeof *r)) == NULL)
-			return MHD_NO;
-		*con_cls = r;
-		r->c = c;
-		r->body.max = (size_t)opt.max_body;
-		pthread_mutex_lock(&lock);
-		open_requests++;
-		pthread_mutex_unlock(&lock);
-		/* Refuse before reading a body we would only throw away. */
-		if (listen_body_too_big(c, (unsigned long long)opt.max_body))
-			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", NULL);
-		return MHD_YES;
-	}
-	r->c = c;
-	if (*upload_size > 0) {
-		if (!r->too_big && xbuf_add(&r->body, upload, *upload_size) < 0)
-			r->too_big = 1;
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	return route(r, url, method);
-}
-
+/* httpd's opened hook: count the request, so SIGTERM can wait for its answer. */
 static void
-on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-    enum MHD_RequestTerminationCode toe)
+request_opened(struct httpd_req *hr)
 {
-	struct req *r = *con_cls;
+	(void)hr;
+	pthread_mutex_lock(&lock);
+	open_requests++;
+	pthread_mutex_unlock(&lock);
+}
 
-	(void)cls;
-	(void)c;
-	(void)toe;
-	if (r == NULL)
-		return;
-	buf_free(&r->body);
+/* httpd's closed hook. */
+static void
+request_closed(struct httpd_req *hr)
+{
+	struct req *r = (struct req *)hr;
+
 	cJSON_Delete(r->obj);
 	free(r->key);
 	order_result_clear(&r->res);
 	free(r->line);
-	free(r);
-	*con_cls = NULL;
 	pthread_mutex_lock(&lock);
 	if (--open_requests == 0)
 		pthread_cond_broadcast(&quiet);
 	pthread_mutex_unlock(&lock);
 }
 
-static struct MHD_Daemon *
-start(struct sockaddr_storage *ss)
-{
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-
-	if (ss->ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	return MHD_start_daemon(flags, (uint16_t)listen_port(ss), NULL, NULL, on_request, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt.threads,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(opt.timeout),
-	    MHD_OPTION_END);
-}
-
 /* SIGTERM: stop accepting, let the placer finish the queue, let answers go out. */
 static void
-shut_down(struct MHD_Daemon *d, pthread_t placer)
+shut_down(struct httpd *srv, pthread_t placer)
 {
-	MHD_socket s = MHD_quiesce_daemon(d);
+	MHD_socket s = MHD_quiesce_daemon(srv->d);
 	struct timespec ts;
 
 	if (s != MHD_INVALID_SOCKET)
@@ -814,7 +724,7 @@ shut_down(struct MHD_Daemon *d, pthread_t placer)
 	if (open_requests > 0)
 		warning("stopping with %ld requests unanswered (slow clients)", open_requests);
 	pthread_mutex_unlock(&lock);
-	MHD_stop_daemon(d);
+	httpd_stop(srv);
 }
 
 static const char *
@@ -827,7 +737,7 @@ default_listen(char *buf, size_t size)
 	if (port == NULL || *port == '\0')
 		port = DEFAULT_PORT;
 	if (parse_long(port, 0, 65535, &n, &why) < 0)
-		die(EX_USAGE, "PORT \"%s\" %s (allowed 0 to 65535)", port, why);
+		die(EXIT_USAGE, "PORT \"%s\" %s (allowed 0 to 65535)", port, why);
 	snprintf(buf, size, "127.0.0.1:%ld", n);
 	return buf;
 }
@@ -846,14 +756,20 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct placer placer;
+	struct httpd srv = {
+		.req_size = sizeof(struct req),
+		.flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+		    MHD_ALLOW_SUSPEND_RESUME,
+		.connection_limit = CONNECTION_LIMIT,
+		.handle = route,
+		.opened = request_opened,
+		.closed = request_closed,
+	};
 	const char *listen = NULL;
 	char buf[64];
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	struct MHD_Daemon *d;
+	struct httpd_addr addr;
 	pthread_t tid;
-	sigset_t sigs;
-	int ch, sig;
+	int ch;
 
 	log_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "q:", opts, NULL)) != -1) {
@@ -862,41 +778,37 @@ main(int argc, char **argv)
 		case 't': opt.threads = option_long("--threads", optarg, 1, THREADS_MAX); break;
 		case 'q':
 			if (*optarg == '\0' || strlen(optarg) > 200)
-				die(EX_USAGE, "option -q: a queue name is 1 to 200 bytes");
+				die(EXIT_USAGE, "option -q: a queue name is 1 to 200 bytes");
 			opt.queue = optarg;
 			break;
 		case 'm': opt.max_body = option_long("--max-body", optarg, 64, BODY_LIMIT); break;
 		case 'T': opt.timeout = option_seconds("--timeout", optarg, 86400); break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': puts(OA_VERSION); return EXIT_OK;
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	if (opt.timeout < 1)
-		die(EX_USAGE, "option --timeout: at least 1 second");
+		die(EXIT_USAGE, "option --timeout: at least 1 second");
 	if (listen == NULL)
 		listen = default_listen(buf, sizeof buf);
-	listen_parse("--listen", listen, &ss, &sslen);
+	httpd_addr_option("--listen", listen, &addr);
+	srv.body_max = (size_t)opt.max_body;
+	srv.threads = (unsigned)opt.threads;
+	srv.idle_timeout = (unsigned)ceil(opt.timeout);
 
-	/* Signals are taken by sigwait below, never by a handler in some server thread. */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* Before the placer thread starts, so that it inherits the blocked signals. */
+	httpd_block_signals();
 	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
-	placer.db_backoff = (struct backoff)BACKOFF_INIT(0.5, 5.0);
-	placer.mq_backoff = (struct backoff)BACKOFF_INIT(1.0, 10.0);
+	placer.db_backoff = (struct backoff)BACKOFF_DB_CONNECT;
+	placer.mq_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
 	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
-		die(EX_OSERR, "cannot start the placer thread");
-	if ((d = start(&ss)) == NULL)
-		die(EX_UNAVAILABLE, "cannot listen on %s", listen);
-	listen_announce(d, &ss, sslen);
-	while (sigwait(&sigs, &sig) != 0)
-		;
-	shut_down(d, tid);
+		die(EXIT_NOMEM, "cannot start the placer thread");
+	httpd_start(&srv, &addr, listen);
+	httpd_wait();
+	shut_down(&srv, tid);
 	pool_free();
-	return 0;
+	return EXIT_OK;
 }

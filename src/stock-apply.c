@@ -7,6 +7,7 @@
 #include <sysexits.h>
 
 #include "lib/db.h"
+#include "lib/hash.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 
@@ -27,13 +28,12 @@
 #define MAX_QUANTITY 1000000000000LL
 
 /*
- * 64-bit hashes of a snapshot's SKUs (open addressing, 0 = empty). When none
+ * The 64-bit hashes of a snapshot's SKUs (lib/hash, a set). When none
  * repeats, the snapshot merges without a sort and the withdrawal can be
  * skipped by counting. A repeat, or a set too large, falls back to SQL.
  */
 struct skuset {
-	uint64_t *slot;
-	size_t cap, n;
+	struct hash hashes;
 	int unsure;	/* a SKU may repeat: dedupe in SQL */
 };
 
@@ -136,36 +136,11 @@ static const char *SETTLE =
 	" UPDATE vendor_stock v SET reserved = v.reserved - per_sku.q"
 	" FROM per_sku WHERE v.vendor = $1 AND v.sku = per_sku.sku";
 
-static uint64_t
-sku_hash(const char *s)
-{
-	uint64_t h = 14695981039346656037ULL;	/* FNV-1a */
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h ? h : 1;
-}
-
 static void
 skuset_free(struct skuset *set)
 {
-	free(set->slot);
-	memset(set, 0, sizeof *set);
-}
-
-static void
-skuset_insert(struct skuset *set, uint64_t h)
-{
-	size_t i;
-
-	for (i = h & (set->cap - 1); set->slot[i] != 0; i = (i + 1) & (set->cap - 1)) {
-		if (set->slot[i] == h) {
-			set->unsure = 1;
-			return;
-		}
-	}
-	set->slot[i] = h;
-	set->n++;
+	hash_free(&set->hashes);
+	set->unsure = 0;
 }
 
 static void
@@ -173,22 +148,14 @@ skuset_add(struct skuset *set, const char *sku)
 {
 	if (set->unsure)
 		return;
-	if (set->n + 1 > set->cap / 2) {
-		struct skuset bigger = { NULL, set->cap ? set->cap * 2 : 1024, 0, 0 };
-
-		if ((long)set->n >= SKUSET_MAX ||
-		    (bigger.slot = calloc(bigger.cap, sizeof *bigger.slot)) == NULL) {
-			skuset_free(set);
-			set->unsure = 1;
-			return;
-		}
-		for (size_t i = 0; i < set->cap; i++)
-			if (set->slot[i] != 0)
-				skuset_insert(&bigger, set->slot[i]);
-		free(set->slot);
-		*set = bigger;
+	if ((long)set->hashes.len >= SKUSET_MAX) {
+		hash_free(&set->hashes);
+		set->unsure = 1;
+		return;
 	}
-	skuset_insert(set, sku_hash(sku));
+	/* The same hash is taken for the same SKU: SQL then tells them apart. */
+	if (hash_add(&set->hashes, hash_string(sku), NULL, NULL, 0, NULL) != 0)
+		set->unsure = 1;
 }
 
 static void

@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/retry.h"
+#include "lib/utf8.h"
 #include "lib/xalloc.h"
 
 /*
@@ -69,90 +70,13 @@ usage(FILE *fp, int code)
 
 /* --- writing ---------------------------------------------------------------- */
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
-static size_t
-utf8_len(const unsigned char *s)
-{
-	size_t n;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-static int
-utf8_valid(const char *s)
-{
-	size_t n;
-
-	for (; *s != '\0'; s += n)
-		if ((n = utf8_len((const unsigned char *)s)) == 0)
-			return 0;
-	return 1;
-}
-
-/*
- * A JSON string with the escapes cJSON itself writes. Bytes that are not
- * UTF-8 become U+FFFD, so every line we write is valid UTF-8 (SPEC §1).
- */
-static void
-put_string(const char *s)
-{
-	const char *run = s;
-	size_t n;
-
-	putchar_unlocked('"');
-	for (; *s != '\0'; s += n) {
-		unsigned char c = (unsigned char)*s;
-
-		n = 1;
-		if (c >= 0x80 && (n = utf8_len((const unsigned char *)s)) > 0)
-			continue;
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80)
-			continue;
-		fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
-		n = 1;
-		run = s + 1;
-		switch (c) {
-		case '"': fputs_unlocked("\\\"", stdout); break;
-		case '\\': fputs_unlocked("\\\\", stdout); break;
-		case '\b': fputs_unlocked("\\b", stdout); break;
-		case '\f': fputs_unlocked("\\f", stdout); break;
-		case '\n': fputs_unlocked("\\n", stdout); break;
-		case '\r': fputs_unlocked("\\r", stdout); break;
-		case '\t': fputs_unlocked("\\t", stdout); break;
-		default: printf("\\u%04x", c >= 0x80 ? 0xfffd : c); break;
-		}
-	}
-	fwrite_unlocked(run, 1, (size_t)(s - run), stdout);
-	putchar_unlocked('"');
-}
-
 static void
 put_value(const cJSON *v)
 {
 	const cJSON *c;
 
 	if (cJSON_IsString(v)) {
-		put_string(v->valuestring);
+		utf8_put_json_string(stdout, v->valuestring);
 		return;
 	}
 	/* Most values are small integers; print those without cJSON's round trip. */
@@ -161,14 +85,14 @@ put_value(const cJSON *v)
 		printf("%lld", (long long)v->valuedouble);
 		return;
 	}
-	/* Containers are walked here so their strings get put_string's care too. */
+	/* Containers are walked here so their strings get utf8_put_json_string's care too. */
 	if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
 		putchar_unlocked(cJSON_IsArray(v) ? '[' : '{');
 		for (c = v->child; c != NULL; c = c->next) {
 			if (c != v->child)
 				putchar_unlocked(',');
 			if (cJSON_IsObject(v)) {
-				put_string(c->string ? c->string : "");
+				utf8_put_json_string(stdout, c->string ? c->string : "");
 				putchar_unlocked(':');
 			}
 			put_value(c);
@@ -209,15 +133,15 @@ put_item(const struct vendor *v, const char *sku, long long qty, const char *sta
     const cJSON *it)
 {
 	fputs_unlocked("{\"vendor\":", stdout);
-	put_string(v->name);
+	utf8_put_json_string(stdout, v->name);
 	fputs_unlocked(",\"sku\":", stdout);
-	put_string(sku);
+	utf8_put_json_string(stdout, sku);
 	printf(",\"quantity\":%lld,\"fetched_at\":\"%s\"", qty, stamp);
 	for (const cJSON *f = it->child; f != NULL; f = f->next) {
 		if (f->string == NULL || reserved_field(f->string))
 			continue;
 		putchar_unlocked(',');
-		put_string(f->string);
+		utf8_put_json_string(stdout, f->string);
 		putchar_unlocked(':');
 		put_value(f);
 	}
@@ -277,7 +201,7 @@ block_end(struct block *b)
 	if (b->bad > BAD_ITEM_WARNINGS)
 		warning("%s: %ld more invalid items skipped", b->v->name, b->bad - BAD_ITEM_WARNINGS);
 	fputs_unlocked("{\"vendor\":", stdout);
-	put_string(b->v->name);
+	utf8_put_json_string(stdout, b->v->name);
 	printf(",\"snapshot\":\"%s\",\"items\":%ld,\"fetched_at\":\"%s\"}\n",
 	    b->bad ? "partial" : "complete", b->written, b->stamp);
 }

@@ -1,30 +1,25 @@
 /* vendor-mock: the vendor HTTP API (stock and orders) of SPEC §4, with injectable faults. */
-#include <sys/socket.h>
-
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netdb.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 
 #include "lib/buf.h"
+#include "lib/hash.h"
+#include "lib/httpd.h"
 #include "lib/jsonl.h"
-#include "lib/listen.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
@@ -41,15 +36,6 @@
 /* 2^53: beyond it a JSON number (a double) loses units. */
 #define QUANTITY_MAX	9007199254740992.0
 
-/* Open-addressing hash table from owned strings to indexes. */
-struct table {
-	struct slot {
-		char *key;
-		size_t val;
-	} *slots;
-	size_t cap, len;
-};
-
 struct fault {
 	long fail_first;	/* the first N requests fail */
 	double fail_rate;	/* then each fails with this probability */
@@ -63,6 +49,7 @@ struct stats {
 
 /* What an order_id was answered the first time: the same answer is given again. */
 struct outcome {
+	char *order_id;	/* canonical (order_key) */
 	int status;
 	char *body;
 };
@@ -73,24 +60,22 @@ struct vendor {
 	int64_t *qty;		/* current quantity of each item */
 	int generated;		/* else read from a file */
 	char **head, **tail;	/* file catalogue: item text before and after its quantity */
-	struct table skus;	/* file catalogue: sku -> item */
+	char **sku;		/* file catalogue: each item's SKU */
+	struct hash skus;	/* file catalogue: sku -> item */
 	int width;		/* generated catalogue: digits in a SKU */
 	struct fault fault;
 	pthread_mutex_t lock;	/* guards qty and everything below */
 	long seen;
 	uint64_t rng;
 	struct stats st;
-	struct table orders;	/* canonical order_id -> outcome */
+	struct hash orders;	/* canonical order_id -> outcome */
 	struct outcome *outcomes;
 	size_t n_outcomes, cap_outcomes;
 };
 
 /* One HTTP request, from its first callback to its completion. */
 struct req {
-	struct buf body;	/* capped at BODY_MAX */
-	int too_big;
-	struct MHD_Connection *c;
-	const char *method, *url;
+	struct httpd_req h;	/* the body is capped at BODY_MAX */
 	struct vendor *v;
 	char order_id[ORDER_ID_MAX + 1];
 };
@@ -154,70 +139,28 @@ next_unit(uint64_t *state)
 	return (double)(mix64(*state) >> 11) / 9007199254740992.0;
 }
 
-static uint64_t
-hash_str(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
+/* What the vendor's tables are searched for: a SKU or an order_id of vendor v. */
+struct vendor_key {
+	const struct vendor *v;
+	const char *name;
+};
 
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 0x100000001b3ULL;
-	return h;
-}
-
-static struct slot *
-table_slot(const struct table *t, const char *key)
-{
-	size_t i = hash_str(key) & (t->cap - 1);
-
-	while (t->slots[i].key != NULL && strcmp(t->slots[i].key, key) != 0)
-		i = (i + 1) & (t->cap - 1);
-	return &t->slots[i];
-}
-
+/* hash_match_fn: whether item i of vendor k->v has SKU k->name. */
 static int
-table_get(const struct table *t, const char *key, size_t *val)
+sku_is(const void *ctx, size_t i)
 {
-	struct slot *s;
+	const struct vendor_key *k = ctx;
 
-	if (t->cap == 0)
-		return -1;
-	s = table_slot(t, key);
-	if (s->key == NULL)
-		return -1;
-	*val = s->val;
-	return 0;
+	return strcmp(k->v->sku[i], k->name) == 0;
 }
 
-/* Takes ownership of key, which must not be present yet. */
-static void
-table_put(struct table *t, char *key, size_t val)
+/* hash_match_fn: whether outcome i of vendor k->v answered order k->name. */
+static int
+order_is(const void *ctx, size_t i)
 {
-	struct slot *s;
+	const struct vendor_key *k = ctx;
 
-	if (2 * (t->len + 1) > t->cap) {
-		struct table bigger = { NULL, t->cap ? 2 * t->cap : 64, t->len };
-
-		bigger.slots = calloc(bigger.cap, sizeof *bigger.slots);
-		if (bigger.slots == NULL)
-			die(EX_OSERR, "out of memory");
-		for (size_t i = 0; i < t->cap; i++)
-			if (t->slots[i].key != NULL)
-				*table_slot(&bigger, t->slots[i].key) = t->slots[i];
-		free(t->slots);
-		*t = bigger;
-	}
-	s = table_slot(t, key);
-	s->key = key;
-	s->val = val;
-	t->len++;
-}
-
-static void
-table_free(struct table *t)
-{
-	for (size_t i = 0; i < t->cap; i++)
-		free(t->slots[i].key);
-	free(t->slots);
+	return strcmp(k->v->outcomes[i].order_id, k->name) == 0;
 }
 
 static struct vendor *
@@ -233,29 +176,28 @@ static void
 check_vendor_name(const char *opt, const char *name, size_t len)
 {
 	if (len == 0 || len > NAME_MAX_LEN)
-		die(EX_USAGE, "option %s: a vendor name must have 1 to %d characters", opt,
+		die(EXIT_USAGE, "option %s: a vendor name must have 1 to %d characters", opt,
 		    NAME_MAX_LEN);
 	for (size_t i = 0; i < len; i++)
 		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-",
 		    name[i]) == NULL)
-			die(EX_USAGE, "option %s: vendor name \"%.*s\" may only contain letters, "
+			die(EXIT_USAGE, "option %s: vendor name \"%.*s\" may only contain letters, "
 			    "digits, '.', '_' and '-'", opt, (int)len, name);
 }
 
 static struct vendor *
 vendor_add(const char *opt, const char *name, size_t len)
 {
-	struct vendor *v, *grown;
+	struct vendor *v;
 
 	check_vendor_name(opt, name, len);
 	if (vendor_find(name, len) != NULL)
-		die(EX_USAGE, "option %s: vendor \"%.*s\" is given twice", opt, (int)len, name);
-	grown = realloc(vendors, (n_vendors + 1) * sizeof *vendors);
-	if (grown == NULL)
-		die(EX_OSERR, "out of memory");
-	vendors = grown;
+		die(EXIT_USAGE, "option %s: vendor \"%.*s\" is given twice", opt, (int)len, name);
+	vendors = xreallocarray(vendors, n_vendors + 1, sizeof *vendors);
 	v = &vendors[n_vendors++];
 	memset(v, 0, sizeof *v);
+	v->skus = HASH_MAP;
+	v->orders = HASH_MAP;
 	v->name = xstrndup(name, len);
 	pthread_mutex_init(&v->lock, NULL);
 	return v;
@@ -270,7 +212,7 @@ generate(const char *arg)
 	long count;
 
 	if (colon == NULL)
-		die(EX_USAGE, "option --generate: \"%s\" is not NAME:COUNT", arg);
+		die(EXIT_USAGE, "option --generate: \"%s\" is not NAME:COUNT", arg);
 	count = option_long("--generate", colon + 1, 0, GENERATE_MAX);
 	v = vendor_add("--generate", arg, colon - arg);
 	v->generated = 1;
@@ -310,7 +252,7 @@ sku_index(const struct vendor *v, const char *sku, size_t *idx)
 {
 	if (v->generated)
 		return generated_index(v, sku, idx);
-	return table_get(&v->skus, sku, idx);
+	return hash_find(&v->skus, hash_string(sku), sku_is, &(struct vendor_key){ v, sku }, idx);
 }
 
 static char *
@@ -322,11 +264,11 @@ read_file(const char *path, size_t *len)
 	FILE *fp = fopen(path, "r");
 
 	if (fp == NULL)
-		die(EX_NOINPUT, "option --vendor: cannot open %s: %s", path, strerror(errno));
+		die(EXIT_NO_INPUT, "option --vendor: cannot open %s: %s", path, strerror(errno));
 	while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
 		xbuf_add(&b, chunk, n);
 	if (ferror(fp))
-		die(EX_NOINPUT, "option --vendor: cannot read %s: %s", path, strerror(errno));
+		die(EXIT_NO_INPUT, "option --vendor: cannot read %s: %s", path, strerror(errno));
 	fclose(fp);
 	xbuf_add(&b, "", 0);	/* an empty file is "", not NULL */
 	*len = b.len;
@@ -342,11 +284,9 @@ split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
 
 	sb_str(&b, "{");
 	cJSON_ArrayForEach(f, item) {
-		cJSON *key = cJSON_CreateString(f->string);
-		char *k = cJSON_PrintUnformatted(key), *val;
+		cJSON *key = xalloc_check(cJSON_CreateString(f->string));
+		char *k = xalloc_check(cJSON_PrintUnformatted(key)), *val;
 
-		if (key == NULL || k == NULL)
-			die(EX_OSERR, "out of memory");
 		if (f != item->child)
 			sb_str(&b, ",");
 		sb_str(&b, k);
@@ -358,8 +298,7 @@ split_item(const cJSON *item, const cJSON *quantity, char **head, char **tail)
 			b = (struct buf){ 0 };
 			continue;
 		}
-		if ((val = cJSON_PrintUnformatted(f)) == NULL)
-			die(EX_OSERR, "out of memory");
+		val = xalloc_check(cJSON_PrintUnformatted(f));
 		sb_str(&b, val);
 		free(val);
 	}
@@ -375,18 +314,19 @@ load_item(struct vendor *v, const char *path, size_t i, const cJSON *item)
 	size_t dup;
 
 	if (!cJSON_IsObject(item))
-		die(EX_DATAERR, "%s: item %zu (.[%zu]) is not an object", path, i + 1, i);
+		die(EXIT_BAD_INPUT, "%s: item %zu (.[%zu]) is not an object", path, i + 1, i);
 	if (!cJSON_IsString(sku) || *sku->valuestring == '\0')
-		die(EX_DATAERR, "%s: item %zu (.[%zu]): \"sku\" must be a non-empty string",
+		die(EXIT_BAD_INPUT, "%s: item %zu (.[%zu]): \"sku\" must be a non-empty string",
 		    path, i + 1, i);
 	if (!cJSON_IsNumber(q) || q->valuedouble < 0 || q->valuedouble > QUANTITY_MAX ||
 	    q->valuedouble != (double)(int64_t)q->valuedouble)
-		die(EX_DATAERR, "%s: item %zu (.[%zu]): \"quantity\" must be an integer >= 0",
+		die(EXIT_BAD_INPUT, "%s: item %zu (.[%zu]): \"quantity\" must be an integer >= 0",
 		    path, i + 1, i);
-	if (table_get(&v->skus, sku->valuestring, &dup) == 0)
-		die(EX_DATAERR, "%s: item %zu (.[%zu]): sku \"%s\" repeats item %zu", path,
+	v->sku[i] = xstrdup(sku->valuestring);
+	if (hash_add(&v->skus, hash_string(v->sku[i]), sku_is,
+	    &(struct vendor_key){ v, v->sku[i] }, i, &dup) != 0)
+		die(EXIT_BAD_INPUT, "%s: item %zu (.[%zu]): sku \"%s\" repeats item %zu", path,
 		    i + 1, i, sku->valuestring, dup + 1);
-	table_put(&v->skus, xstrndup(sku->valuestring, strlen(sku->valuestring)), i);
 	v->qty[i] = (int64_t)q->valuedouble;
 	split_item(item, q, &v->head[i], &v->tail[i]);
 }
@@ -398,7 +338,7 @@ catalogue_add(const char *arg)
 	const char *eq = strchr(arg, '=');
 
 	if (eq == NULL || eq[1] == '\0')
-		die(EX_USAGE, "option --vendor: \"%s\" is not NAME=FILE", arg);
+		die(EXIT_USAGE, "option --vendor: \"%s\" is not NAME=FILE", arg);
 	vendor_add("--vendor", arg, eq - arg);
 	return n_vendors - 1;
 }
@@ -425,14 +365,15 @@ load_catalogue(struct vendor *v, const char *path)
 	text = read_file(path, &len);
 	root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);	/* the NUL too */
 	if (root == NULL)
-		die(EX_DATAERR, "%s: line %ld: not valid JSON (byte %td)", path,
+		die(EXIT_BAD_INPUT, "%s: line %ld: not valid JSON (byte %td)", path,
 		    line_of(text, end), end - text + 1);
 	if (!cJSON_IsArray(root))
-		die(EX_DATAERR, "%s: a catalogue must be a JSON array of items", path);
+		die(EXIT_BAD_INPUT, "%s: a catalogue must be a JSON array of items", path);
 	v->n = cJSON_GetArraySize(root);
 	v->qty = xmalloc(v->n * sizeof *v->qty);
 	v->head = xmalloc(v->n * sizeof *v->head);
 	v->tail = xmalloc(v->n * sizeof *v->tail);
+	v->sku = xcalloc(v->n, sizeof *v->sku);
 	cJSON_ArrayForEach(item, root)
 		load_item(v, path, i++, item);
 	cJSON_Delete(root);
@@ -444,10 +385,8 @@ static void
 fault_opt_add(struct fault_opt **list, size_t *n, int which, const char *opt, char *arg)
 {
 	char *eq = strchr(arg, '=');
-	struct fault_opt *grown = realloc(*list, (*n + 1) * sizeof **list);
+	struct fault_opt *grown = xreallocarray(*list, *n + 1, sizeof **list);
 
-	if (grown == NULL)
-		die(EX_OSERR, "out of memory");
 	*list = grown;
 	grown[*n] = (struct fault_opt){ which, opt, NULL, arg };
 	if (eq != NULL) {
@@ -466,7 +405,7 @@ option_probability(const char *opt, const char *s)
 	double p;
 
 	if (parse_seconds(s, 1.0, &p, &why) < 0)
-		die(EX_USAGE, "option %s: \"%s\" is not a probability from 0 to 1", opt, s);
+		die(EXIT_USAGE, "option %s: \"%s\" is not a probability from 0 to 1", opt, s);
 	return p;
 }
 
@@ -501,7 +440,7 @@ faults_apply(const struct fault_opt *list, size_t n)
 			continue;
 		v = vendor_find(list[i].vendor, strlen(list[i].vendor));
 		if (v == NULL)
-			die(EX_USAGE, "option %s: no vendor \"%s\" (give it with --vendor or "
+			die(EXIT_USAGE, "option %s: no vendor \"%s\" (give it with --vendor or "
 			    "--generate)", list[i].opt, list[i].vendor);
 		fault_set(&v->fault, &list[i]);
 	}
@@ -513,22 +452,28 @@ vendor_free(struct vendor *v)
 	for (size_t i = 0; v->head != NULL && i < v->n; i++) {
 		free(v->head[i]);
 		free(v->tail[i]);
+		free(v->sku[i]);
 	}
 	free(v->head);
 	free(v->tail);
+	free(v->sku);
 	free(v->qty);
-	table_free(&v->skus);
-	table_free(&v->orders);
-	for (size_t i = 0; i < v->n_outcomes; i++)
+	hash_free(&v->skus);
+	hash_free(&v->orders);
+	for (size_t i = 0; i < v->n_outcomes; i++) {
+		free(v->outcomes[i].order_id);
 		free(v->outcomes[i].body);
+	}
 	free(v->outcomes);
 	pthread_mutex_destroy(&v->lock);
 	free(v->name);
 }
 
+/* httpd's answered hook: with --log, one JSON line per answer. */
 static void
-log_request(const struct req *r, int status)
+log_request(struct httpd_req *hr, unsigned status)
 {
+	const struct req *r = (const struct req *)hr;
 	struct timespec ts;
 	struct tm tm;
 	char when[40];
@@ -543,15 +488,14 @@ log_request(const struct req *r, int status)
 	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ", ts.tv_nsec / 1000000);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "time", when);
-	cJSON_AddStringToObject(o, "method", r->method);
-	cJSON_AddStringToObject(o, "path", r->url);
+	cJSON_AddStringToObject(o, "method", r->h.method);
+	cJSON_AddStringToObject(o, "path", r->h.url);
 	json_add_int(o, "status", status);
 	if (r->v != NULL)
 		cJSON_AddStringToObject(o, "vendor", r->v->name);
 	if (r->order_id[0] != '\0')
 		cJSON_AddStringToObject(o, "order_id", r->order_id);
-	if ((line = cJSON_PrintUnformatted(o)) == NULL)
-		die(EX_OSERR, "out of memory");
+	line = xalloc_check(cJSON_PrintUnformatted(o));
 	pthread_mutex_lock(&log_lock);
 	if (logfp != NULL && (fprintf(logfp, "%s\n", line) < 0 || fflush(logfp) == EOF)) {
 		warning("--log: writing failed: %s; no further requests are logged",
@@ -565,59 +509,15 @@ log_request(const struct req *r, int status)
 }
 
 static enum MHD_Result
-send_response(struct req *r, int status, struct MHD_Response *resp)
-{
-	enum MHD_Result rc;
-
-	if (resp == NULL) {
-		warning("cannot create a response for %s %s", r->method, r->url);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	rc = MHD_queue_response(r->c, status, resp);
-	MHD_destroy_response(resp);
-	log_request(r, status);
-	return rc;
-}
-
-static enum MHD_Result
-reply(struct req *r, int status, const char *body)
-{
-	return send_response(r, status,
-	    MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY));
-}
-
-static enum MHD_Result
-reply_error(struct req *r, int status, const char *code)
-{
-	char body[128];
-
-	snprintf(body, sizeof body, "{\"error\":\"%s\"}", code);
-	return reply(r, status, body);
-}
-
-static enum MHD_Result
-reply_with_header(struct req *r, int status, const char *body, const char *name,
-    const char *value)
-{
-	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body,
-	    MHD_RESPMEM_MUST_COPY);
-
-	if (resp != NULL)
-		MHD_add_response_header(resp, name, value);
-	return send_response(r, status, resp);
-}
-
-static enum MHD_Result
 reply_injected(struct req *r)
 {
 	char secs[32];
 
 	if (retry_after < 0)
-		return reply_error(r, fail_status, "injected_failure");
+		return httpd_send_error(&r->h, fail_status, "injected_failure");
 	snprintf(secs, sizeof secs, "%ld", retry_after);
-	return reply_with_header(r, fail_status, "{\"error\":\"injected_failure\"}",
-	    MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	return httpd_send_json(&r->h, fail_status, "{\"error\":\"injected_failure\"}",
+	    (const char *[]){ MHD_HTTP_HEADER_RETRY_AFTER, secs, NULL });
 }
 
 static void
@@ -701,22 +601,17 @@ static enum MHD_Result
 handle_stock(struct req *r)
 {
 	struct vendor *v = r->v;
-	struct stream *s = calloc(1, sizeof *s);
+	struct stream *s = xcalloc(1, sizeof *s);
 	struct MHD_Response *resp;
 
-	if (s == NULL || (s->qty = malloc((v->n ? v->n : 1) * sizeof *s->qty)) == NULL) {
-		free(s);
-		return reply_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out_of_memory");
-	}
+	s->qty = xmalloc(v->n * sizeof *s->qty);
 	s->v = v;
 	pthread_mutex_lock(&v->lock);
 	memcpy(s->qty, v->qty, v->n * sizeof *s->qty);
 	pthread_mutex_unlock(&v->lock);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
-	    stream_free);
-	if (resp == NULL)
-		stream_free(s);
-	return send_response(r, MHD_HTTP_OK, resp);
+	resp = xalloc_check(MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+	    stream_read, s, stream_free));
+	return httpd_send(&r->h, MHD_HTTP_OK, resp, NULL);
 }
 
 /* The text an order_id is remembered by: 42 and "42" are the same order. */
@@ -744,8 +639,7 @@ invalid_body(const char *why)
 
 	cJSON_AddStringToObject(o, "error", "invalid_request");
 	cJSON_AddStringToObject(o, "detail", why);
-	if ((s = cJSON_PrintUnformatted(o)) == NULL)
-		die(EX_OSERR, "out of memory");
+	s = xalloc_check(cJSON_PrintUnformatted(o));
 	cJSON_Delete(o);
 	return s;
 }
@@ -756,7 +650,7 @@ order_parse(struct req *r, cJSON **order, long long *quantity)
 {
 	const char *why;
 
-	*order = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
+	*order = cJSON_ParseWithLength(r->h.body.data ? r->h.body.data : "", r->h.body.len);
 	if (!cJSON_IsObject(*order))
 		return "the body must be a JSON object";
 	why = order_key(cJSON_GetObjectItemCaseSensitive(*order, "order_id"), r->order_id,
@@ -774,7 +668,7 @@ order_parse(struct req *r, cJSON **order, long long *quantity)
 static struct outcome
 order_decide(struct vendor *v, const cJSON *order, int64_t q)
 {
-	struct outcome o = { MHD_HTTP_CONFLICT, NULL };
+	struct outcome o = { NULL, MHD_HTTP_CONFLICT, NULL };
 	cJSON *body = cJSON_CreateObject();
 	size_t i;
 
@@ -793,8 +687,7 @@ order_decide(struct vendor *v, const cJSON *order, int64_t q)
 		    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(order, "order_id"), 1));
 		cJSON_AddStringToObject(body, "status", "accepted");
 	}
-	if ((o.body = cJSON_PrintUnformatted(body)) == NULL)
-		die(EX_OSERR, "out of memory");
+	o.body = xalloc_check(cJSON_PrintUnformatted(body));
 	cJSON_Delete(body);
 	return o;
 }
@@ -803,16 +696,13 @@ static void
 remember(struct vendor *v, const char *key, struct outcome o)
 {
 	if (v->n_outcomes == v->cap_outcomes) {
-		size_t cap = v->cap_outcomes ? 2 * v->cap_outcomes : 64;
-		struct outcome *p = realloc(v->outcomes, cap * sizeof *p);
-
-		if (p == NULL)
-			die(EX_OSERR, "out of memory");
-		v->outcomes = p;
-		v->cap_outcomes = cap;
+		v->cap_outcomes = v->cap_outcomes ? 2 * v->cap_outcomes : 64;
+		v->outcomes = xreallocarray(v->outcomes, v->cap_outcomes, sizeof *v->outcomes);
 	}
+	o.order_id = xstrdup(key);
 	v->outcomes[v->n_outcomes] = o;
-	table_put(&v->orders, xstrndup(key, strlen(key)), v->n_outcomes++);
+	hash_add(&v->orders, hash_string(key), order_is, &(struct vendor_key){ v, key },
+	    v->n_outcomes++, NULL);
 }
 
 /*
@@ -834,12 +724,13 @@ handle_order(struct req *r)
 	if (why != NULL) {
 		cJSON_Delete(order);
 		copy = invalid_body(why);
-		rc = reply(r, MHD_HTTP_BAD_REQUEST, copy);
+		rc = httpd_send_json(&r->h, MHD_HTTP_BAD_REQUEST, copy, NULL);
 		free(copy);
 		return rc;
 	}
 	pthread_mutex_lock(&v->lock);
-	if (table_get(&v->orders, r->order_id, &seen) == 0) {
+	if (hash_find(&v->orders, hash_string(r->order_id), order_is,
+	    &(struct vendor_key){ v, r->order_id }, &seen) == 0) {
 		v->st.duplicate_orders++;
 	} else {
 		seen = v->n_outcomes;
@@ -849,7 +740,7 @@ handle_order(struct req *r)
 	copy = xstrndup(o.body, strlen(o.body));
 	pthread_mutex_unlock(&v->lock);
 	cJSON_Delete(order);
-	rc = reply(r, o.status, copy);
+	rc = httpd_send_json(&r->h, o.status, copy, NULL);
 	free(copy);
 	return rc;
 }
@@ -877,10 +768,9 @@ handle_stats(struct req *r)
 		json_add_int(o, "injected_failures", st.injected_failures);
 		json_add_int(o, "units_sold", st.units_sold);
 	}
-	if ((body = cJSON_PrintUnformatted(root)) == NULL)
-		die(EX_OSERR, "out of memory");
+	body = xalloc_check(cJSON_PrintUnformatted(root));
 	cJSON_Delete(root);
-	rc = reply(r, MHD_HTTP_OK, body);
+	rc = httpd_send_json(&r->h, MHD_HTTP_OK, body, NULL);
 	free(body);
 	return rc;
 }
@@ -906,30 +796,23 @@ inject_fault(struct vendor *v, int is_order)
 }
 
 static enum MHD_Result
-method_not_allowed(struct req *r, const char *allow)
-{
-	return reply_with_header(r, MHD_HTTP_METHOD_NOT_ALLOWED,
-	    "{\"error\":\"method_not_allowed\"}", MHD_HTTP_HEADER_ALLOW, allow);
-}
-
-static enum MHD_Result
 handle_vendor(struct req *r, const char *rest)
 {
 	const char *slash = strchr(rest, '/');
 	int is_order;
 
 	if (slash == NULL || (strcmp(slash, "/stock") != 0 && strcmp(slash, "/orders") != 0))
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found");
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "not_found");
 	if ((r->v = vendor_find(rest, slash - rest)) == NULL)
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "unknown_vendor");
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "unknown_vendor");
 	is_order = strcmp(slash, "/orders") == 0;
-	if (is_order && strcmp(r->method, MHD_HTTP_METHOD_POST) != 0)
-		return method_not_allowed(r, "POST");
-	if (!is_order && strcmp(r->method, MHD_HTTP_METHOD_GET) != 0 &&
-	    strcmp(r->method, MHD_HTTP_METHOD_HEAD) != 0)
-		return method_not_allowed(r, "GET, HEAD");
-	if (r->too_big)
-		return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+	if (is_order && strcmp(r->h.method, MHD_HTTP_METHOD_POST) != 0)
+		return httpd_method_not_allowed(&r->h, "POST");
+	if (!is_order && strcmp(r->h.method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(r->h.method, MHD_HTTP_METHOD_HEAD) != 0)
+		return httpd_method_not_allowed(&r->h, "GET, HEAD");
+	if (r->h.too_big)
+		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
 	if (r->v->fault.latency_ms > 0)
 		sleep_seconds(r->v->fault.latency_ms / 1000.0, &stopping);
 	if (inject_fault(r->v, is_order))
@@ -937,65 +820,19 @@ handle_vendor(struct req *r, const char *rest)
 	return is_order ? handle_order(r) : handle_stock(r);
 }
 
+/* httpd's handle hook: the routes. */
 static enum MHD_Result
-dispatch(struct req *r)
+dispatch(struct httpd_req *hr)
 {
-	if (strncmp(r->url, "/vendor/", 8) == 0)
-		return handle_vendor(r, r->url + 8);
-	if (strcmp(r->url, "/_stats") != 0)
-		return reply_error(r, MHD_HTTP_NOT_FOUND, "not_found");
-	if (strcmp(r->method, MHD_HTTP_METHOD_GET) != 0)
-		return method_not_allowed(r, "GET");
+	struct req *r = (struct req *)hr;
+
+	if (strncmp(hr->url, "/vendor/", 8) == 0)
+		return handle_vendor(r, hr->url + 8);
+	if (strcmp(hr->url, "/_stats") != 0)
+		return httpd_send_error(hr, MHD_HTTP_NOT_FOUND, "not_found");
+	if (strcmp(hr->method, MHD_HTTP_METHOD_GET) != 0)
+		return httpd_method_not_allowed(hr, "GET");
 	return handle_stats(r);
-}
-
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-    const char *version, const char *upload, size_t *upload_size, void **con_cls)
-{
-	struct req *r = *con_cls;
-
-	(void)cls;
-	(void)version;
-	if (r == NULL) {
-		if ((r = calloc(1, sizeof *r)) == NULL)
-			return MHD_NO;
-		*con_cls = r;
-		r->c = c;
-		r->method = method;
-		r->url = url;
-		r->body.max = BODY_MAX;
-		/* Refuse before reading a body we would only throw away. */
-		if (listen_body_too_big(c, BODY_MAX))
-			return reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
-		return MHD_YES;
-	}
-	r->c = c;
-	r->method = method;
-	r->url = url;
-	if (*upload_size > 0) {
-		if (!r->too_big && xbuf_add(&r->body, upload, *upload_size) < 0)
-			r->too_big = 1;
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	return dispatch(r);
-}
-
-static void
-on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-    enum MHD_RequestTerminationCode toe)
-{
-	struct req *r = *con_cls;
-
-	(void)cls;
-	(void)c;
-	(void)toe;
-	if (r == NULL)
-		return;
-	buf_free(&r->body);
-	free(r);
-	*con_cls = NULL;
 }
 
 /* Whether a handler may sleep (--latency). */
@@ -1006,35 +843,6 @@ any_latency(void)
 		if (vendors[i].fault.latency_ms > 0)
 			return 1;
 	return 0;
-}
-
-static struct MHD_Daemon *
-start(struct sockaddr_storage *ss)
-{
-	/*
-	 * With --latency, a thread per connection: a handler sleeps without
-	 * blocking the others. Without, one poll() thread serves every
-	 * connection: hundreds of keep-alive clients cost no thread switches.
-	 * Not libmicrohttpd's epoll mode: it accepts ten connections a turn and
-	 * then, at times, not the rest of a burst (a client opening 256 at once
-	 * waited out its timeout with the requests unread in the accept queue).
-	 */
-	unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-	    (any_latency() ? MHD_USE_THREAD_PER_CONNECTION : 0);
-	uint16_t port = ((struct sockaddr_in *)ss)->sin_port;
-
-	if (ss->ss_family == AF_INET6) {
-		flags |= MHD_USE_IPv6;
-		port = ((struct sockaddr_in6 *)ss)->sin6_port;
-	}
-	/* The port is only for libmicrohttpd's messages; it binds to ss. */
-	return MHD_start_daemon(flags, ntohs(port), NULL, NULL, on_request, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT,
-	    MHD_OPTION_END);
 }
 
 int
@@ -1055,19 +863,23 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct httpd srv = {
+		.req_size = sizeof(struct req),
+		.body_max = BODY_MAX,
+		.connection_limit = CONNECTION_LIMIT,
+		.idle_timeout = IDLE_TIMEOUT,
+		.handle = dispatch,
+		.answered = log_request,
+	};
 	const char *listen = DEFAULT_LISTEN, *logpath = NULL;
 	struct { size_t vendor; const char *path; } *catalogues;
 	struct fault_opt *faults = NULL;
 	size_t n_catalogues = 0, n_faults = 0;
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	struct MHD_Daemon *d;
-	sigset_t sigs;
-	int ch, sig;
+	struct httpd_addr addr;
+	int ch;
 
 	log_init(argv[0]);
-	if ((catalogues = calloc(argc, sizeof *catalogues)) == NULL)
-		die(EX_OSERR, "out of memory");
+	catalogues = xcalloc(argc, sizeof *catalogues);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'L': listen = optarg; break;
@@ -1083,17 +895,17 @@ main(int argc, char **argv)
 		case 'a': retry_after = option_long("--retry-after", optarg, 0, 86400); break;
 		case 'S': seed = option_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'o': logpath = optarg; break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': puts(OA_VERSION); return EXIT_OK;
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
-		usage(stderr, EX_USAGE);
-	listen_parse("--listen", listen, &ss, &sslen);
+		usage(stderr, EXIT_USAGE);
+	httpd_addr_option("--listen", listen, &addr);
 	if (n_vendors == 0) {
 		warning("no vendor: give --vendor NAME=FILE or --generate NAME:COUNT");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	faults_apply(faults, n_faults);
 	free(faults);
@@ -1104,29 +916,32 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < n_vendors; i++) {
 		if (vendors[i].generated)
 			generate_fill(&vendors[i]);
-		vendors[i].rng = seed ^ hash_str(vendors[i].name);
+		vendors[i].rng = seed ^ hash_string(vendors[i].name);
 	}
 	if (logpath != NULL && (logfp = fopen(logpath, "a")) == NULL)
-		die(EX_CANTCREAT, "option --log: cannot open %s: %s", logpath, strerror(errno));
+		die(EXIT_CANT_CREATE, "option --log: cannot open %s: %s", logpath,
+		    strerror(errno));
 	logging = logfp != NULL;
 
-	/* Signals are taken by sigwait below, never by a handler in some server thread. */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	if ((d = start(&ss)) == NULL)
-		die(EX_UNAVAILABLE, "cannot listen on %s", listen);
-	listen_announce(d, &ss, sslen);
-	while (sigwait(&sigs, &sig) != 0)
-		;
+	/*
+	 * With --latency, a thread per connection: a handler sleeps without
+	 * blocking the others. Without, one poll() thread serves every
+	 * connection: hundreds of keep-alive clients cost no thread switches.
+	 * Not libmicrohttpd's epoll mode: it accepts ten connections a turn and
+	 * then, at times, not the rest of a burst (a client opening 256 at once
+	 * waited out its timeout with the requests unread in the accept queue).
+	 */
+	srv.flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+	    (any_latency() ? MHD_USE_THREAD_PER_CONNECTION : 0);
+	httpd_block_signals();
+	httpd_start(&srv, &addr, listen);
+	httpd_wait();
 	stopping = 1;
-	MHD_stop_daemon(d);
+	httpd_stop(&srv);
 	for (size_t i = 0; i < n_vendors; i++)
 		vendor_free(&vendors[i]);
 	free(vendors);
 	if (logfp != NULL && fclose(logfp) == EOF)
 		warning("--log: closing %s failed: %s", logpath, strerror(errno));
-	return 0;
+	return EXIT_OK;
 }

@@ -18,10 +18,12 @@ enum {
 	EXIT_OK = 0,
 	EXIT_USAGE = EX_USAGE,		/* 64: bad flags or arguments */
 	EXIT_BAD_INPUT = EX_DATAERR,	/* 65: some input lines were invalid */
+	EXIT_NO_INPUT = EX_NOINPUT,	/* 66: an input file named by an option cannot be read */
 	EXIT_UNAVAILABLE = EX_UNAVAILABLE,	/* 69: a service lost after retries */
 	EXIT_SQL = EX_SOFTWARE,		/* 70: the database refused a statement */
 	EXIT_BUG = EX_SOFTWARE,		/* 70: an internal error */
 	EXIT_NOMEM = EX_OSERR,		/* 71: out of memory, or no process could start */
+	EXIT_CANT_CREATE = EX_CANTCREAT,	/* 73: an output file cannot be opened */
 	EXIT_OUTPUT = EX_IOERR,		/* 74: writing the output failed */
 	EXIT_BUSY = EX_TEMPFAIL		/* 75: another run holds the lock */
 };
