@@ -26,7 +26,8 @@
  * alive between batches), and every outcome is committed in one
  * transaction. Each change is guarded by status = 'pending', so a duplicate
  * delivery, here or in another fulfil, changes nothing twice; a guarded
- * change that finds the order settled answers its current status instead.
+ * change that finds the order no longer pending answers its current status
+ * instead.
  * Answers are written in input order only after the commit.
  *
  * Two threads, each with its own database connection, overlap consecutive
@@ -383,7 +384,7 @@ judge(struct job *j)
 
 /* The guarded change found the order no longer pending: answer what it is now. */
 static int
-settled_elsewhere(struct job *j, const char *id)
+decided_elsewhere(struct job *j, const char *id)
 {
 	PGresult *r = db_run(st.keep.conn, &st.keep.failure, "reading the order's status", CURRENT,
 	    1, (const char *[]){ id });
@@ -421,7 +422,7 @@ record(struct job *j)
 	if (changed)
 		j->answer_attempts = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
-	return changed ? 0 : settled_elsewhere(j, id);
+	return changed ? 0 : decided_elsewhere(j, id);
 }
 
 /*
@@ -456,7 +457,7 @@ record_successes(struct job *jobs, size_t n)
 		if (jobs[i].verdict != V_SUCCESS || jobs[i].answer_attempts >= 0)
 			continue;
 		snprintf(id, sizeof id, "%lld", jobs[i].id);
-		if (settled_elsewhere(&jobs[i], id) < 0)
+		if (decided_elsewhere(&jobs[i], id) < 0)
 			return -1;
 	}
 	return 0;
@@ -706,7 +707,7 @@ next_job(struct jsonl *rd, struct job *j)
  * batch starts the next batch: it must see the first one's outcome.
  */
 static void
-run_input(void)
+read_batches(void)
 {
 	static struct batch two[2];
 	struct jsonl rd;
@@ -786,7 +787,7 @@ main(int argc, char **argv)
 	if (http_url_check(st.base, &why) < 0) {
 		char *shown = config_redact_url(st.base);
 
-		warning("base URL \"%s\" %s", shown ? shown : "", why);
+		warning("base URL \"%s\" %s", shown, why);
 		free(shown);
 		usage(stderr, EXIT_USAGE);
 	}
@@ -797,7 +798,7 @@ main(int argc, char **argv)
 	connect_db(&st.keep, "no order was read or changed");
 	if ((errno = pthread_create(&keeper, NULL, committer, NULL)) != 0)
 		die(EXIT_NOMEM, "cannot start a thread: %s", strerror(errno));
-	run_input();
+	read_batches();
 	pthread_mutex_lock(&st.mu);
 	st.closing = 1;
 	pthread_cond_broadcast(&st.cv);
