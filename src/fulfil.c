@@ -39,7 +39,7 @@
  */
 
 #define BATCH_MAX 256
-#define REDO_MAX 5		/* times a batch's database work is redone after a deadlock or a lost connection */
+#define REDO_MAX 5		/* times a batch is redone after a deadlock or a lost connection */
 #define ORDER_ID_MAX 9007199254740991LL
 
 enum verdict { V_NONE, V_SUCCESS, V_FAILED, V_RETRY };
