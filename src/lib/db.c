@@ -120,8 +120,12 @@ PGresult *
 db_run(PGconn *c, struct db_failure *f, const char *what, const char *sql,
     int n, const char *const *params)
 {
-	PGresult *r = n == 0 ? PQexec(c, sql) : PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+	PGresult *r;
 
+	if (n == 0)
+		r = PQexec(c, sql);
+	else
+		r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
 	return db_result(c, f, what, r);
 }
 

@@ -109,7 +109,9 @@ test_allocate(void)
 		clear(&fx);
 	}
 	{
-		struct locked_stock s[] = { { "A", "acme", 2 }, { "C", "acme", 9 }, { "C", "zeta", 1 } };
+		struct locked_stock s[] = {
+			{ "A", "acme", 2 }, { "C", "acme", 9 }, { "C", "zeta", 1 },
+		};
 
 		add(&fx, "B", 1);
 		add(&fx, "C", 2);
