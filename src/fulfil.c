@@ -7,14 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
+#include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
@@ -25,7 +26,8 @@
  * alive between batches), and every outcome is committed in one
  * transaction. Each change is guarded by status = 'pending', so a duplicate
  * delivery, here or in another fulfil, changes nothing twice; a guarded
- * change that finds the order settled answers its current status instead.
+ * change that finds the order no longer pending answers its current status
+ * instead.
  * Answers are written in input order only after the commit.
  *
  * Two threads, each with its own database connection, overlap consecutive
@@ -75,10 +77,11 @@ struct slot {
 	struct job *job;
 };
 
-/* A database connection and the SQLSTATE of its last error. */
+/* A database connection and why its last statement failed. */
 struct dbc {
 	PGconn *conn;
-	char sqlstate[6];
+	struct db_failure failure;
+	struct buf ids;		/* the bigint[] parameter of a batch's statements, reused */
 };
 
 /* A batch and its lines' jobs. */
@@ -111,9 +114,9 @@ static struct {
 
 /*
  * The two statements every batch runs are prepared once per connection with
- * generic plans (db_prepare): a plan made for a batch's many ids scanned the
- * whole table while it was small (10 ms a batch at 20,000 orders, against
- * 0.2 ms). Joining unnest() keeps the lookup per id in the primary key.
+ * generic plans (db_prepare): a plan made for a batch's many ids could scan
+ * the whole table while it was small. Joining unnest() keeps the lookup per
+ * id in the primary key.
  */
 static const char *const LOOKUP =
 	"SELECT o.id, o.status, o.sku, o.vendor, o.quantity, o.attempts, o.reason"
@@ -157,35 +160,9 @@ usage(FILE *fp, int code)
 /* --- the database ------------------------------------------------------------- */
 
 /*
- * The result if the statement worked; otherwise NULL, the error said and its
- * SQLSTATE kept, so a deadlock can be told from a bug.
+ * Every statement below fails the same way: NULL (or -1), with d->failure
+ * saying why, so recover() can tell a deadlock or a lost connection from a bug.
  */
-static PGresult *
-checked(struct dbc *d, const char *what, PGresult *r)
-{
-	const char *code;
-
-	if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
-		return r;
-	code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-	snprintf(d->sqlstate, sizeof d->sqlstate, "%s", code ? code : "");
-	warning("database: %s: %s", what, db_error(d->conn));
-	PQclear(r);
-	return NULL;
-}
-
-static PGresult *
-run(struct dbc *d, const char *what, const char *sql, int n, const char *const *params)
-{
-	return checked(d, what, PQexecParams(d->conn, sql, n, NULL, params, NULL, NULL, 0));
-}
-
-/* A statement prepared by connect_db, by name. */
-static PGresult *
-run_prepared(struct dbc *d, const char *what, const char *name, const char *const *params)
-{
-	return checked(d, what, PQexecPrepared(d->conn, name, 1, params, NULL, NULL, 0));
-}
 
 /* Connect, and prepare the statements of every batch. */
 static void
@@ -196,17 +173,8 @@ connect_db(struct dbc *d, const char *not_done)
 	};
 
 	d->conn = db_connect_or_die(not_done);
-	if (db_prepare(d->conn, stmts, sizeof stmts / sizeof stmts[0]) < 0)
-		die(EX_UNAVAILABLE, "database: cannot prepare statements; %s", not_done);
-}
-
-static int
-command(struct dbc *d, const char *what, const char *sql)
-{
-	PGresult *r = run(d, what, sql, 0, NULL);
-
-	PQclear(r);
-	return r ? 0 : -1;
+	if (db_prepare(d->conn, stmts, sizeof stmts / sizeof stmts[0], &d->failure) < 0)
+		db_die(&d->failure, "database: cannot prepare statements; %s", not_done);
 }
 
 static void
@@ -243,38 +211,35 @@ is_success(const struct job *j)
 	return j->verdict == V_SUCCESS;
 }
 
-/* The ids of the jobs that want, as a bigint[] literal; NULL when there is none. */
-static char *
-id_array(const struct job *jobs, size_t n, int (*want)(const struct job *))
+/*
+ * The ids of the jobs that want, as a bigint[] literal in d's buffer; NULL
+ * when there is none.
+ */
+static const char *
+id_array(struct dbc *d, const struct job *jobs, size_t n, int (*want)(const struct job *))
 {
-	char *ids = malloc(n * 24 + 3), *p = ids;
+	size_t k = 0;
 
-	if (ids == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	*p++ = '{';
+	db_array_begin(&d->ids);
 	for (size_t i = 0; i < n; i++)
-		if (want(&jobs[i]))
-			p += sprintf(p, "%s%lld", p - ids > 1 ? "," : "", jobs[i].id);
-	if (p - ids == 1) {
-		free(ids);
-		return NULL;
-	}
-	strcpy(p, "}");
-	return ids;
+		if (want(&jobs[i])) {
+			db_array_bigint(&d->ids, jobs[i].id);
+			k++;
+		}
+	return k > 0 ? db_array_end(&d->ids) : NULL;
 }
 
 /* One query for every order of the batch. */
 static int
 lookup(struct job *jobs, size_t n)
 {
-	char *ids = id_array(jobs, n, is_order);
-	const char *params[1] = { ids };
+	const char *ids = id_array(&st.look, jobs, n, is_order);
 	PGresult *r;
 
 	if (ids == NULL)
 		return 0;
-	r = run_prepared(&st.look, "looking up the orders", "lookup", params);
-	free(ids);
+	r = db_run_prepared(st.look.conn, &st.look.failure, "looking up the orders", "lookup", 1,
+	    (const char *[]){ ids });
 	if (r == NULL)
 		return -1;
 	for (int row = 0; row < PQntuples(r); row++) {
@@ -310,16 +275,14 @@ slot_aim(struct slot *sl, const char *vendor)
 		http_resp_reset(&sl->resp);
 		return;
 	}
-	if ((url = http_vendor_url(st.base, vendor, "orders")) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	url = xalloc_check(http_vendor_url(st.base, vendor, "orders"));
 	if (sl->h == NULL) {
-		if ((sl->h = curl_easy_init()) == NULL)
-			die(EX_SOFTWARE, "libcurl: cannot create a handle");
+		sl->h = xalloc_check(curl_easy_init());
 		http_resp_init(&sl->resp, st.lim.max_bytes);
 		curl_easy_setopt(sl->h, CURLOPT_PRIVATE, sl);
 	}
 	if (http_prepare(sl->h, url, &st.lim, &sl->resp) < 0)
-		die(EX_SOFTWARE, "vendor %s: %s", vendor, sl->resp.err);
+		die(EXIT_BUG, "vendor %s: %s", vendor, sl->resp.err);
 	free(sl->vendor);
 	sl->vendor = xstrdup(vendor);
 	free(url);
@@ -328,19 +291,17 @@ slot_aim(struct slot *sl, const char *vendor)
 static void
 call_start(struct job *j, struct slot *sl)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = xalloc_check(cJSON_CreateObject());
 
-	if (o == NULL)
-		die(EX_SOFTWARE, "out of memory");
 	json_add_int(o, "order_id", j->id);
 	cJSON_AddStringToObject(o, "sku", j->sku);
 	json_add_int(o, "quantity", j->quantity);
 	if (!cJSON_PrintPreallocated(o, sl->body, sizeof sl->body, 0))
-		die(EX_SOFTWARE, "order %lld: cannot format the vendor request", j->id);
+		die(EXIT_BUG, "order %lld: cannot format the vendor request", j->id);
 	cJSON_Delete(o);
 	slot_aim(sl, j->vendor);
 	if (http_post_json(sl->h, &sl->resp, sl->body, strlen(sl->body)) < 0)
-		die(EX_SOFTWARE, "order %lld: %s", j->id, sl->resp.err);
+		die(EXIT_BUG, "order %lld: %s", j->id, sl->resp.err);
 	j->slot = sl;
 	sl->job = j;
 	http_loop_add(&st.loop, sl->h);
@@ -423,9 +384,10 @@ judge(struct job *j)
 
 /* The guarded change found the order no longer pending: answer what it is now. */
 static int
-settled_elsewhere(struct job *j, const char *id)
+decided_elsewhere(struct job *j, const char *id)
 {
-	PGresult *r = run(&st.keep, "reading the order's status", CURRENT, 1, (const char *[]){ id });
+	PGresult *r = db_run(st.keep.conn, &st.keep.failure, "reading the order's status", CURRENT,
+	    1, (const char *[]){ id });
 
 	if (r == NULL)
 		return -1;
@@ -452,7 +414,7 @@ record(struct job *j)
 	int changed;
 
 	snprintf(id, sizeof id, "%lld", j->id);
-	r = run(&st.keep, "recording the vendor's answer", sql[j->verdict],
+	r = db_run(st.keep.conn, &st.keep.failure, "recording the vendor's answer", sql[j->verdict],
 	    j->verdict == V_SUCCESS ? 1 : 2, params);
 	if (r == NULL)
 		return -1;
@@ -460,7 +422,7 @@ record(struct job *j)
 	if (changed)
 		j->answer_attempts = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
-	return changed ? 0 : settled_elsewhere(j, id);
+	return changed ? 0 : decided_elsewhere(j, id);
 }
 
 /*
@@ -470,14 +432,14 @@ record(struct job *j)
 static int
 record_successes(struct job *jobs, size_t n)
 {
-	char *ids = id_array(jobs, n, is_success), id[24];
-	const char *params[1] = { ids };
+	const char *ids = id_array(&st.keep, jobs, n, is_success);
+	char id[24];
 	PGresult *r;
 
 	if (ids == NULL)
 		return 0;
-	r = run_prepared(&st.keep, "recording the vendors' acceptances", "successes", params);
-	free(ids);
+	r = db_run_prepared(st.keep.conn, &st.keep.failure, "recording the vendors' acceptances",
+	    "successes", 1, (const char *[]){ ids });
 	if (r == NULL)
 		return -1;
 	for (size_t i = 0; i < n; i++)
@@ -495,7 +457,7 @@ record_successes(struct job *jobs, size_t n)
 		if (jobs[i].verdict != V_SUCCESS || jobs[i].answer_attempts >= 0)
 			continue;
 		snprintf(id, sizeof id, "%lld", jobs[i].id);
-		if (settled_elsewhere(&jobs[i], id) < 0)
+		if (decided_elsewhere(&jobs[i], id) < 0)
 			return -1;
 	}
 	return 0;
@@ -504,7 +466,7 @@ record_successes(struct job *jobs, size_t n)
 static int
 commit_batch(struct job *jobs, size_t n)
 {
-	if (command(&st.keep, "beginning the batch", "BEGIN") < 0)
+	if (db_command(st.keep.conn, &st.keep.failure, "beginning the batch", "BEGIN", 0, NULL) < 0)
 		return -1;
 	if (record_successes(jobs, n) < 0)
 		return -1;
@@ -514,7 +476,8 @@ commit_batch(struct job *jobs, size_t n)
 		if (record(&jobs[i]) < 0)
 			return -1;
 	}
-	return command(&st.keep, "committing the batch", "COMMIT");
+	return db_command(st.keep.conn, &st.keep.failure, "committing the batch", "COMMIT", 0,
+	    NULL);
 }
 
 /* Every answer written so far was committed; what the lines not answered name was not changed. */
@@ -531,24 +494,26 @@ not_done(void)
 static void wait_committed(void);
 
 /*
- * A lost connection or a deadlock costs a redo; any other error is a bug.
+ * After the statement d->failure describes: a lost connection or a deadlock
+ * (db_retryable) costs a redo, after a backoff; any other error is a bug.
  * The main thread first lets the committer finish, so what not_done() says
- * holds if it gives up.
+ * holds if it gives up; the exit status follows the last failure.
  */
 static void
-recover(struct dbc *d, size_t n, int redo)
+recover(struct dbc *d, size_t n, int redo, struct backoff *b)
 {
-	int lost = db_connection_lost(d->conn);
+	const struct db_failure *f = &d->failure;
 
+	db_warn(f);
 	if (d == &st.look)
 		wait_committed();
-	if (!lost && strncmp(d->sqlstate, "40", 2) != 0)
-		die(EX_SOFTWARE, "database: stopped on an unexpected error; %s", not_done());
+	if (!f->lost && !f->retryable)
+		die(EXIT_SQL, "database: stopped on an unexpected error; %s", not_done());
 	if (redo >= REDO_MAX)
-		die(EX_UNAVAILABLE, "database: gave up after %d tries; %s", redo, not_done());
-	if (!lost) {
+		die(db_exit_status(f), "database: gave up after %d tries; %s", redo, not_done());
+	if (!f->lost) {
 		PQclear(PQexec(d->conn, "ROLLBACK"));
-		sleep_seconds(0.05 * (redo + 1), NULL);
+		sleep_seconds(backoff_next(b), NULL);
 		return;
 	}
 	PQfinish(d->conn);
@@ -561,10 +526,8 @@ recover(struct dbc *d, size_t n, int redo)
 static cJSON *
 answer(const struct job *j)
 {
-	cJSON *a = cJSON_CreateObject();
+	cJSON *a = xalloc_check(cJSON_CreateObject());
 
-	if (a == NULL)
-		die(EX_SOFTWARE, "out of memory");
 	if (j->bad != NULL) {
 		cJSON_AddStringToObject(a, "status", "failed");
 		cJSON_AddStringToObject(a, "reason", "invalid_message");
@@ -622,6 +585,8 @@ write_answers(struct job *jobs, size_t n)
 static void *
 committer(void *arg)
 {
+	struct backoff retry;
+
 	(void)arg;
 	pthread_mutex_lock(&st.mu);
 	for (;;) {
@@ -632,8 +597,9 @@ committer(void *arg)
 		if ((b = st.handed) == NULL)
 			break;
 		pthread_mutex_unlock(&st.mu);
+		retry = (struct backoff)BACKOFF_DB_RETRY;
 		for (int redo = 0; commit_batch(b->jobs, b->n) < 0; redo++)
-			recover(&st.keep, b->n, redo + 1);
+			recover(&st.keep, b->n, redo + 1, &retry);
 		write_answers(b->jobs, b->n);
 		for (size_t i = 0; i < b->n; i++)
 			job_forget(&b->jobs[i]);
@@ -688,10 +654,12 @@ overlaps_handed(const struct batch *b)
 static void
 process(struct batch *b)
 {
+	struct backoff retry = BACKOFF_DB_RETRY;
+
 	if (overlaps_handed(b))
 		wait_committed();
 	for (int redo = 0; lookup(b->jobs, b->n) < 0; redo++) {
-		recover(&st.look, b->n, redo + 1);
+		recover(&st.look, b->n, redo + 1, &retry);
 		for (size_t i = 0; i < b->n; i++)
 			job_forget(&b->jobs[i]);
 	}
@@ -739,7 +707,7 @@ next_job(struct jsonl *rd, struct job *j)
  * batch starts the next batch: it must see the first one's outcome.
  */
 static void
-run_input(void)
+read_batches(void)
 {
 	static struct batch two[2];
 	struct jsonl rd;
@@ -775,7 +743,7 @@ run_input(void)
 	}
 	wait_committed();
 	if (ferror(stdin))
-		die(EX_IOERR, "reading standard input failed; %s", not_done());
+		die(EXIT_OUTPUT, "reading standard input failed; %s", not_done());
 	jsonl_close(&rd);
 }
 
@@ -801,27 +769,27 @@ main(int argc, char **argv)
 		case 'n': st.max_attempts = option_long("--max-attempts", optarg, 1, 1000); break;
 		case 't': st.lim.timeout = option_seconds("--timeout", optarg, 3600); break;
 		case 'b': st.base = optarg; break;
-		case 'h': usage(stdout, 0); break;
+		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	if (st.lim.timeout < 0.001)
-		die(EX_USAGE, "option --timeout: must be more than 0 seconds");
+		die(EXIT_USAGE, "option --timeout: must be more than 0 seconds");
 	if (st.lim.connect_timeout > st.lim.timeout)
 		st.lim.connect_timeout = st.lim.timeout;
 	if (st.base == NULL) {
 		warning("no vendor URL: give --base or set VENDOR_BASE_URL");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (http_url_check(st.base, &why) < 0) {
 		char *shown = config_redact_url(st.base);
 
-		warning("base URL \"%s\" %s", shown ? shown : "", why);
+		warning("base URL \"%s\" %s", shown, why);
 		free(shown);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
@@ -829,8 +797,8 @@ main(int argc, char **argv)
 	connect_db(&st.look, "no order was read or changed");
 	connect_db(&st.keep, "no order was read or changed");
 	if ((errno = pthread_create(&keeper, NULL, committer, NULL)) != 0)
-		die(EX_OSERR, "cannot start a thread: %s", strerror(errno));
-	run_input();
+		die(EXIT_NOMEM, "cannot start a thread: %s", strerror(errno));
+	read_batches();
 	pthread_mutex_lock(&st.mu);
 	st.closing = 1;
 	pthread_cond_broadcast(&st.cv);
@@ -838,6 +806,8 @@ main(int argc, char **argv)
 	pthread_join(keeper, NULL);
 	PQfinish(st.look.conn);
 	PQfinish(st.keep.conn);
+	buf_free(&st.look.ids);
+	buf_free(&st.keep.ids);
 	for (size_t i = 0; i < BATCH_MAX; i++) {
 		curl_easy_cleanup(st.pool[i].h);
 		http_resp_free(&st.pool[i].resp);
@@ -845,5 +815,5 @@ main(int argc, char **argv)
 	}
 	http_loop_free(&st.loop);
 	http_global_cleanup();
-	return atomic_load(&st.bad_lines) ? EX_DATAERR : 0;
+	return atomic_load(&st.bad_lines) ? EXIT_BAD_INPUT : EXIT_OK;
 }

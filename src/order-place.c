@@ -5,13 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "lib/db.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/orders.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
@@ -88,10 +88,8 @@ stats_quantile(double p)
 static void
 stats_print(void)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = xalloc_check(cJSON_CreateObject());
 
-	if (o == NULL)
-		die(EX_OSERR, "out of memory");
 	json_add_int(o, "requests", stats.requests);
 	json_add_int(o, "orders", stats.orders);
 	json_add_int(o, "transactions", stats.transactions);
@@ -99,6 +97,20 @@ stats_print(void)
 	cJSON_AddItemToObject(o, "commit_ms_p99", stats_quantile(0.99));
 	jsonl_write(stderr, o);
 	cJSON_Delete(o);
+}
+
+/* How order-place exits when the database did not take a batch: 69 gone, 70 refused. */
+static int
+exit_status(int rc)
+{
+	return rc == ORDERS_LOST ? EXIT_UNAVAILABLE : EXIT_SQL;
+}
+
+/* The first words of the message that says so. */
+static const char *
+failure_words(int rc)
+{
+	return rc == ORDERS_LOST ? "database unavailable" : "database error";
 }
 
 /*
@@ -129,11 +141,9 @@ batch_init(struct batch *b, size_t cap)
 {
 	memset(b, 0, sizeof *b);
 	b->cap = cap;
-	b->obj = calloc(cap, sizeof *b->obj);
-	b->rq = calloc(cap, sizeof *b->rq);
-	b->res = calloc(cap, sizeof *b->res);
-	if (b->obj == NULL || b->rq == NULL || b->res == NULL)
-		die(EX_OSERR, "out of memory");
+	b->obj = xcalloc(cap, sizeof *b->obj);
+	b->rq = xcalloc(cap, sizeof *b->rq);
+	b->res = xcalloc(cap, sizeof *b->res);
 }
 
 static void
@@ -167,7 +177,7 @@ batch_read(struct batch *b, struct jsonl *in, int *bad)
 
 	if (rc == JSONL_EOF) {
 		if (ferror(in->fp))
-			die(EX_IOERR, "reading standard input failed; %ld answers were printed,"
+			die(EXIT_OUTPUT, "reading standard input failed; %ld answers were printed,"
 			    " all committed", printed);
 		return -1;
 	}
@@ -214,9 +224,9 @@ batch_place(PGconn *c, struct batch *b)
 
 	if (rc == ORDERS_OK)
 		return;
-	die(EX_UNAVAILABLE, "database unavailable: %ld answers printed, all committed;"
+	die(exit_status(rc), "%s: %ld answers printed, all committed;"
 	    " the batch of lines %ld-%ld was %s and none of it was printed",
-	    printed, b->first_line, b->last_line,
+	    failure_words(rc), printed, b->first_line, b->last_line,
 	    rc == ORDERS_LOST ? "not confirmed committed (resend it with the same keys)"
 	    : "not committed");
 }
@@ -249,7 +259,7 @@ place_stream(PGconn *c, size_t batch_size)
 	}
 	batch_free(&b);
 	jsonl_close(&in);
-	return bad ? EX_DATAERR : 0;
+	return bad ? EXIT_BAD_INPUT : EXIT_OK;
 }
 
 /* The command-line form is checked before connecting: a bad argument is a usage error. */
@@ -260,7 +270,7 @@ parse_one(struct order_request *rq, const char *sku, const char *quantity, const
 	long q;
 
 	if (parse_long(quantity, 1, ORDER_MAX_QUANTITY, &q, &why) < 0)
-		die(EX_USAGE, "QUANTITY \"%s\" %s (allowed 1 to %lld)", quantity, why,
+		die(EXIT_USAGE, "QUANTITY \"%s\" %s (allowed 1 to %lld)", quantity, why,
 		    ORDER_MAX_QUANTITY);
 	memset(rq, 0, sizeof *rq);
 	rq->sku = sku;
@@ -268,23 +278,24 @@ parse_one(struct order_request *rq, const char *sku, const char *quantity, const
 	rq->has_quantity = 1;
 	rq->key = key;
 	if (order_request_check(rq) < 0)
-		die(EX_USAGE, "%s", rq->invalid);
+		die(EXIT_USAGE, "%s", rq->invalid);
 }
 
 static int
 place_one(PGconn *c, const struct order_request *rq)
 {
 	struct order_result res;
+	int rc = place(c, rq, 1, &res);
 	cJSON *o;
 
-	if (place(c, rq, 1, &res) != ORDERS_OK)
-		die(EX_UNAVAILABLE, "database unavailable: the order was not placed");
+	if (rc != ORDERS_OK)
+		die(exit_status(rc), "%s: the order was not placed", failure_words(rc));
 	o = order_result_json(&res);
 	jsonl_write(stdout, o);
 	cJSON_Delete(o);
 	order_result_clear(&res);
 	out_flush("the order's transaction was committed");
-	return 0;
+	return EXIT_OK;
 }
 
 int
@@ -310,27 +321,27 @@ main(int argc, char **argv)
 		case 'b': batch_size = option_long("-b", optarg, 1, BATCH_MAX); break;
 		case 'k': key = optarg; break;
 		case 'S': stats.on = 1; break;
-		case 'h': usage(stdout, 0); break;
+		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	argc -= optind;
 	argv += optind;
 	if (argc != 0 && argc != 2)
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	if (argc == 0 && key != NULL) {
 		warning("-k applies to the SKU QUANTITY form; on stdin give \"key\" per request");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (argc == 2)
 		parse_one(&one, argv[0], argv[1], key);
 	/* A closed output pipe is an error to report (exit 74), not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
 	c = db_connect_or_die("no order was placed");
-	if (orders_prepare(c) < 0) {
+	if ((rc = orders_prepare(c)) != ORDERS_OK) {
 		PQfinish(c);
-		die(EX_UNAVAILABLE, "database unavailable: no order was placed");
+		die(exit_status(rc), "%s: no order was placed", failure_words(rc));
 	}
 	rc = argc == 2 ? place_one(c, &one) : place_stream(c, (size_t)batch_size);
 	PQfinish(c);

@@ -4,13 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "lib/db.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/orders.h"
+#include "lib/policy.h"
 
 /*
  * Keyset pagination over the partial index orders_pending (updated_at): each
@@ -39,14 +39,16 @@ usage(FILE *fp, int code)
 	exit(code);
 }
 
+/* The statement's result, or exit: 69 when the database is gone, 70 when it refused. */
 static PGresult *
-query(PGconn *c, const char *what, const char *sql, int n, const char *const *p)
+query_or_die(PGconn *c, const char *what, const char *sql, int n, const char *const *p)
 {
-	PGresult *r = db_query(c, what, sql, n, p);
+	struct db_failure f;
+	PGresult *r = db_run(c, &f, what, sql, n, p);
 
 	if (r == NULL)
-		die(EX_UNAVAILABLE, "database unavailable: %ld pending orders were written before"
-		    " the sweep stopped", written);
+		db_die(&f, "%s: %ld pending orders were written before the sweep stopped",
+		    f.lost ? "database unavailable" : "database error", written);
 	return r;
 }
 
@@ -76,11 +78,11 @@ sweep(PGconn *c, double older_than)
 	int n;
 
 	snprintf(age, sizeof age, "%.6f", older_than);
-	r = query(c, "reading the clock", SQL_CUTOFF, 1, (const char *[]){ age });
+	r = query_or_die(c, "reading the clock", SQL_CUTOFF, 1, (const char *[]){ age });
 	snprintf(cutoff, sizeof cutoff, "%s", PQgetvalue(r, 0, 0));
 	PQclear(r);
 	do {
-		r = query(c, "reading pending orders", SQL_PAGE, 3,
+		r = query_or_die(c, "reading pending orders", SQL_PAGE, 3,
 		    (const char *[]){ cutoff, after, id });
 		n = PQntuples(r);
 		for (int row = 0; row < n; row++)
@@ -112,18 +114,17 @@ main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'o': older_than = option_seconds("--older-than", optarg, MAX_AGE); break;
-		case 'h': usage(stdout, 0); break;
+		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	signal(SIGPIPE, SIG_IGN);
 	c = db_connect_or_die("no pending order was written");
 	/* Timestamps go back as text: ISO with full precision round-trips exactly. */
-	if (db_exec(c, "SET DateStyle = ISO") < 0)
-		die(EX_UNAVAILABLE, "database unavailable: no pending order was written");
+	PQclear(query_or_die(c, "setting DateStyle", "SET DateStyle = ISO", 0, NULL));
 	sweep(c, older_than);
 	PQfinish(c);
 	return 0;

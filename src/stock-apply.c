@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "lib/db.h"
 #include "lib/hash.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
+#include "lib/policy.h"
+#include "lib/retry.h"
+#include "lib/xalloc.h"
 
 /*
  * Item lines are streamed with COPY into a session-local staging table as
@@ -20,12 +22,19 @@
  * that is as fast as PostgreSQL can take rows. While such a load is open,
  * other vendors' lines are staged on a second connection. Nothing but the
  * COPY buffers and one small record per vendor is held here.
+ *
+ * Staged rows are committed as they are copied, so a snapshot's transaction
+ * that fails with a deadlock or serialization failure (db_retryable) is run
+ * again from them. A direct load cannot be: its rows went in with the
+ * transaction that failed, and only the input had them.
  */
 
 #define COPY_CHUNK (256 * 1024)
 /* Past this many SKUs a vendor's set is dropped (memory) and SQL dedupes. */
 #define SKUSET_MAX (2L * 1024 * 1024)
 #define MAX_QUANTITY 1000000000000LL
+/* Tries of a snapshot's transaction while it keeps failing with a retryable error. */
+#define APPLY_ATTEMPTS 5
 
 /*
  * The 64-bit hashes of a snapshot's SKUs (lib/hash, a set). When none
@@ -173,12 +182,10 @@ vendor_get(const char *name)
 	for (size_t i = 0; i < st.nv; i++)
 		if (strcmp(st.v[i].name, name) == 0)
 			return &st.v[i];
-	nv = realloc(st.v, (st.nv + 1) * sizeof *st.v);
-	if (nv == NULL || (name = strdup(name)) == NULL)
-		die(EX_OSERR, "out of memory");
+	nv = xreallocarray(st.v, st.nv + 1, sizeof *st.v);
 	st.v = nv;
 	memset(&st.v[st.nv], 0, sizeof st.v[st.nv]);
-	st.v[st.nv].name = (char *)name;
+	st.v[st.nv].name = xstrdup(name);
 	return &st.v[st.nv++];
 }
 
@@ -188,41 +195,66 @@ set_fetched_at(struct vendor *v, const char *ts)
 	if (ts == NULL || (v->fetched_at != NULL && strcmp(v->fetched_at, ts) == 0))
 		return;
 	free(v->fetched_at);
-	if ((v->fetched_at = strdup(ts)) == NULL)
-		die(EX_OSERR, "out of memory");
+	v->fetched_at = xstrdup(ts);
 }
 
-/* The database went away: say what is and is not in it, then exit 69. */
+/*
+ * A statement failed for good: say what is and is not in the database, then
+ * exit 69 if it is gone, 70 if it refused.
+ */
 static void __attribute__((noreturn))
-db_lost(struct conn *c, const char *doing)
+die_uncommitted(const struct db_failure *f)
 {
-	warning("database: %s: %s", doing, db_error(c->db));
-	die(EX_UNAVAILABLE, "%ld vendor snapshot(s) were committed before this; "
-	    "none in progress was", st.applied_vendors);
+	db_die(f, "%ld vendor snapshot(s) were committed before this; none in progress was",
+	    st.applied_vendors);
+}
+
+/* A statement outside a snapshot's transaction: its result, or exit. */
+static PGresult *
+run_or_die(struct conn *c, const char *what, const char *sql, int n, const char *const *params)
+{
+	struct db_failure f;
+	PGresult *r = db_run(c->db, &f, what, sql, n, params);
+
+	if (r == NULL)
+		die_uncommitted(&f);
+	return r;
+}
+
+/* A libpq COPY call failed (no result): classify as any statement, and exit. */
+static void __attribute__((noreturn))
+copy_failed(struct conn *c, const char *what)
+{
+	struct db_failure f;
+
+	db_result(c->db, &f, what, NULL);
+	die_uncommitted(&f);
 }
 
 static void
 copy_send(struct conn *c)
 {
 	if (c->len > 0 && PQputCopyData(c->db, c->buf, (int)c->len) != 1)
-		db_lost(c, "streaming stock lines (COPY)");
+		copy_failed(c, "streaming stock lines (COPY)");
 	c->len = 0;
 }
 
 static void
 copy_end(struct conn *c)
 {
+	struct db_failure f;
 	PGresult *r;
 
 	if (c->copying == NOT_COPYING)
 		return;
 	copy_send(c);
 	if (PQputCopyEnd(c->db, NULL) != 1)
-		db_lost(c, "ending COPY");
+		copy_failed(c, "ending COPY");
 	r = PQgetResult(c->db);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		PQclear(r);
-		db_lost(c, c->copying == INTO_STOCK ? "loading stock lines" : "staging stock lines");
+		db_result(c->db, &f, c->copying == INTO_STOCK ? "loading stock lines" :
+		    "staging stock lines", r);
+		die_uncommitted(&f);
 	}
 	PQclear(r);
 	while ((r = PQgetResult(c->db)) != NULL)
@@ -234,17 +266,10 @@ copy_end(struct conn *c)
 static void
 copy_begin(struct conn *c, enum copying into)
 {
-	PGresult *r;
-
 	if (c->copying == into)
 		return;
 	copy_end(c);
-	r = PQexec(c->db, COPY_INTO[into]);
-	if (PQresultStatus(r) != PGRES_COPY_IN) {
-		PQclear(r);
-		db_lost(c, "starting COPY");
-	}
-	PQclear(r);
+	PQclear(run_or_die(c, "starting COPY", COPY_INTO[into], 0, NULL));
 	c->copying = into;
 }
 
@@ -255,7 +280,7 @@ put(struct conn *c, const char *s, size_t n)
 		copy_send(c);
 	if (n > COPY_CHUNK) {
 		if (PQputCopyData(c->db, s, (int)n) != 1)
-			db_lost(c, "streaming stock lines (COPY)");
+			copy_failed(c, "streaming stock lines (COPY)");
 		return;
 	}
 	memcpy(c->buf + c->len, s, n);
@@ -299,49 +324,18 @@ put_number(struct conn *c, long long n, char sep)
 	put_field(c, num, sep);
 }
 
-static long
-count_of(PGresult *r)
-{
-	return r ? atol(PQcmdTuples(r)) : 0;
-}
-
-static PGresult *
-run(struct conn *c, const char *what, const char *sql, const char *p1, const char *p2)
-{
-	const char *p[2] = { p1, p2 };
-	PGresult *r = PQexecParams(c->db, sql, p2 ? 2 : 1, NULL, p, NULL, NULL, 0);
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-		PQclear(r);
-		db_lost(c, what);
-	}
-	return r;
-}
-
-static void
-exec_or_lost(struct conn *c, const char *what, const char *sql)
-{
-	PGresult *r = PQexec(c->db, sql);
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		PQclear(r);
-		db_lost(c, what);
-	}
-	PQclear(r);
-}
-
 static void
 conn_open(struct conn *c)
 {
 	c->db = db_connect_or_die(st.applied_vendors ? "the snapshots summarised were committed"
 	    : "no stock was applied");
-	if ((c->buf = malloc(COPY_CHUNK)) == NULL)
-		die(EX_OSERR, "out of memory");
-	exec_or_lost(c, "creating the staging table", CREATE_STAGING);
+	c->buf = xmalloc(COPY_CHUNK);
+	PQclear(run_or_die(c, "creating the staging table", CREATE_STAGING, 0, NULL));
 	/* Large snapshots sort and hash in memory rather than on disk. */
-	exec_or_lost(c, "setting work_mem", "SET work_mem = '64MB'");
+	PQclear(run_or_die(c, "setting work_mem", "SET work_mem = '64MB'", 0, NULL));
 	/* ANALYZE of staging samples a few hundred rows: enough to size a join. */
-	exec_or_lost(c, "setting default_statistics_target", "SET default_statistics_target = 1");
+	PQclear(run_or_die(c, "setting default_statistics_target",
+	    "SET default_statistics_target = 1", 0, NULL));
 }
 
 static void
@@ -364,13 +358,14 @@ load_begin(struct conn *c, struct vendor *v, const char *sku)
 	int known;
 
 	copy_end(c);
-	exec_or_lost(c, "beginning the snapshot transaction", "BEGIN");
-	PQclear(run(c, "taking the vendor's lock", LOCK_VENDOR, v->name, NULL));
-	r = run(c, "looking the vendor up", HAS_STOCK, v->name, sku);
+	PQclear(run_or_die(c, "beginning the snapshot transaction", "BEGIN", 0, NULL));
+	PQclear(run_or_die(c, "taking the vendor's lock", LOCK_VENDOR, 1,
+	    (const char *[]){ v->name }));
+	r = run_or_die(c, "looking the vendor up", HAS_STOCK, 2, (const char *[]){ v->name, sku });
 	known = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
 	PQclear(r);
 	if (known) {
-		exec_or_lost(c, "releasing the vendor's lock", "COMMIT");
+		PQclear(run_or_die(c, "releasing the vendor's lock", "COMMIT", 0, NULL));
 		return;
 	}
 	debugx("%s: new to the table; loading it with COPY", v->name);
@@ -439,8 +434,7 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 	if (has_other_fields(item, known, sizeof known / sizeof known[0])) {
 		for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 			cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
-		if ((extra = cJSON_PrintUnformatted(item)) == NULL)
-			die(EX_OSERR, "out of memory");
+		extra = xalloc_check(cJSON_PrintUnformatted(item));
 	}
 	put_field(c, extra, '\t');
 	free(extra);
@@ -454,16 +448,19 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 /*
  * With no SKU listed twice, every SKU the snapshot lists with stock is in
  * the table now; if the table has no more such rows, none is unlisted.
+ * 1 or 0, or -1 with *f filled in.
  */
 static int
-nothing_to_withdraw(struct conn *c, const struct vendor *v)
+nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f)
 {
 	PGresult *r;
 	long listed;
 
 	if (v->seen.unsure)
 		return 0;
-	r = run(c, "counting listed stock", COUNT_LISTED, v->name, NULL);
+	r = db_run(c->db, f, "counting listed stock", COUNT_LISTED, 1, (const char *[]){ v->name });
+	if (r == NULL)
+		return -1;
 	listed = atol(PQgetvalue(r, 0, 0));
 	PQclear(r);
 	debugx("%s: %ld listed with stock, %ld staged with stock", v->name, listed, v->positive);
@@ -475,18 +472,83 @@ static void
 clear_staged(struct conn *c, const struct vendor *v)
 {
 	if (c->open > 1)
-		PQclear(run(c, "clearing staged lines", "DELETE FROM staging WHERE vendor = $1",
-		    v->name, NULL));
+		PQclear(run_or_die(c, "clearing staged lines",
+		    "DELETE FROM staging WHERE vendor = $1", 1, (const char *[]){ v->name }));
 	else
-		exec_or_lost(c, "clearing staged lines", "TRUNCATE staging");
+		PQclear(run_or_die(c, "clearing staged lines", "TRUNCATE staging", 0, NULL));
 }
 
-/* Merge the vendor's staged rows; statistics first, so the join is sized right. */
-static void
-merge_staged(struct conn *c, const struct vendor *v, const char *ts)
+/*
+ * Merge the vendor's staged rows; statistics first, so the join is sized
+ * right. 0, or -1 with *f filled in.
+ */
+static int
+merge_staged(struct conn *c, const struct vendor *v, const char *ts, struct db_failure *f)
 {
-	exec_or_lost(c, "analyzing staged lines", "ANALYZE staging");
-	PQclear(run(c, "merging stock", v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE, v->name, ts));
+	if (db_command(c->db, f, "analyzing staged lines", "ANALYZE staging", 0, NULL) < 0)
+		return -1;
+	return db_command(c->db, f, "merging stock", v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE,
+	    2, (const char *[]){ v->name, ts });
+}
+
+/*
+ * One try at a known vendor's snapshot transaction from its staged rows:
+ * lock, merge, withdraw what a complete snapshot no longer lists, settle the
+ * orders it accounts for, commit. The count withdrawn, or -1 with *f filled
+ * in (the transaction then needs a ROLLBACK).
+ */
+static long
+apply_staged_once(struct conn *c, const struct vendor *v, int complete, const char *ts,
+    struct db_failure *f)
+{
+	long withdrawn = 0;
+	int none;
+
+	if (db_command(c->db, f, "beginning the snapshot transaction", "BEGIN", 0, NULL) < 0 ||
+	    db_command(c->db, f, "taking the vendor's lock", LOCK_VENDOR, 1,
+	    (const char *[]){ v->name }) < 0 ||
+	    merge_staged(c, v, ts, f) < 0)
+		return -1;
+	if (complete && (none = nothing_to_withdraw(c, v, f)) <= 0) {
+		PGresult *r;
+
+		if (none < 0)
+			return -1;
+		r = db_run(c->db, f, "withdrawing unlisted stock", WITHDRAW, 1,
+		    (const char *[]){ v->name });
+		if (r == NULL)
+			return -1;
+		withdrawn = atol(PQcmdTuples(r));
+		PQclear(r);
+	}
+	if (db_command(c->db, f, "settling fulfilled orders", SETTLE, 2,
+	    (const char *[]){ v->name, ts }) < 0 ||
+	    db_command(c->db, f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
+		return -1;
+	return withdrawn;
+}
+
+/*
+ * apply_staged_once, run again after a backoff while it fails with a
+ * retryable error: its staged rows were committed before, so a rolled-back
+ * try loses nothing. Returns the count withdrawn; exits on any other error.
+ */
+static long
+apply_staged(struct conn *c, const struct vendor *v, int complete, const char *ts)
+{
+	struct backoff b = BACKOFF_DB_RETRY;
+	struct db_failure f;
+	long withdrawn;
+
+	for (int attempt = 1; (withdrawn = apply_staged_once(c, v, complete, ts, &f)) < 0;
+	    attempt++) {
+		if (!f.retryable || attempt == APPLY_ATTEMPTS)
+			die_uncommitted(&f);
+		debugx("%s: %s; applying the snapshot again", v->name, f.msg);
+		PQclear(PQexec(c->db, "ROLLBACK"));
+		sleep_seconds(backoff_next(&b), NULL);
+	}
+	return withdrawn;
 }
 
 /*
@@ -516,24 +578,17 @@ apply_vendor(struct vendor *v, int complete, long announced)
 	/* Without a time of its own the snapshot settles nothing. */
 	snprintf(ts, sizeof ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
 	if (direct) {
-		if (v->seen.unsure)
-			merge_staged(c, v, ts);
-	} else {
-		exec_or_lost(c, "beginning the snapshot transaction", "BEGIN");
-		PQclear(run(c, "taking the vendor's lock", LOCK_VENDOR, v->name, NULL));
-		merge_staged(c, v, ts);
-		if (complete && !nothing_to_withdraw(c, v)) {
-			PGresult *r = run(c, "withdrawing unlisted stock", WITHDRAW, v->name, NULL);
+		struct db_failure f;
 
-			withdrawn = count_of(r);
-			PQclear(r);
-		}
-		PQclear(run(c, "settling fulfilled orders", SETTLE, v->name, ts));
+		if ((v->seen.unsure && merge_staged(c, v, ts, &f) < 0) ||
+		    db_command(c->db, &f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
+			die_uncommitted(&f);
+	} else {
+		withdrawn = apply_staged(c, v, complete, ts);
 	}
-	exec_or_lost(c, "committing the snapshot", "COMMIT");
 	st.applied_vendors++;
 
-	out = cJSON_CreateObject();
+	out = xalloc_check(cJSON_CreateObject());
 	cJSON_AddStringToObject(out, "vendor", v->name);
 	json_add_int(out, "applied", v->staged);
 	json_add_int(out, "withdrawn", withdrawn);
@@ -633,13 +688,13 @@ main(int argc, char **argv)
 	log_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
-		case 'h': usage(stdout, 0); break;
+		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 
 	conn_open(&st.main);
 
@@ -653,7 +708,7 @@ main(int argc, char **argv)
 		cJSON_Delete(obj);
 	}
 	if (ferror(stdin))
-		die(EX_IOERR, "reading standard input failed; %ld snapshot(s) committed",
+		die(EXIT_OUTPUT, "reading standard input failed; %ld snapshot(s) committed",
 		    st.applied_vendors);
 
 	/* Lines without a closing snapshot line still carry valid stock. */
@@ -675,6 +730,6 @@ main(int argc, char **argv)
 	conn_close(&st.main);
 	conn_close(&st.side);
 	if (fclose(stdout) != 0)
-		die(EX_IOERR, "writing standard output failed; every snapshot was committed");
-	return st.bad_lines ? EX_DATAERR : 0;
+		die(EXIT_OUTPUT, "writing standard output failed; every snapshot was committed");
+	return st.bad_lines ? EXIT_BAD_INPUT : EXIT_OK;
 }

@@ -1,9 +1,11 @@
-/* config: reads the environment once, the same way in every program. */
+/* config: where the services are, from the environment, read at each call (nothing is cached). */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "xalloc.h"
 
 static const char *
 env(const char *name)
@@ -35,13 +37,11 @@ config_redact_url(const char *url)
 	char *out;
 
 	if (scheme == NULL || (at = strchr(scheme + 3, '@')) == NULL)
-		return strdup(url);
+		return xstrdup(url);
 	colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
 	if (colon == NULL)
-		return strdup(url);
-	out = malloc(strlen(url) + 4);
-	if (out == NULL)
-		return NULL;
+		return xstrdup(url);
+	out = xmalloc(strlen(url) + 4);
 	sprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
 	return out;
 }
@@ -59,7 +59,7 @@ config_db_target(void)
 		if (strstr(url, "://") == NULL)
 			snprintf(buf, sizeof buf, "the database in DATABASE_URL");
 		else
-			snprintf(buf, sizeof buf, "%s", r ? r : "DATABASE_URL");
+			snprintf(buf, sizeof buf, "%s", r);
 		free(r);
 	} else if (env("DB_HOST") || env("DB_NAME") || env("DB_PORT")) {
 		snprintf(buf, sizeof buf, "database %s on %s:%s",

@@ -8,7 +8,7 @@ const char *config_amqp_url(void);
 const char *config_vendor_base(void);
 /* A description of the database target without secrets, for messages. */
 const char *config_db_target(void);
-/* A URL with any password replaced by "***", for messages; caller frees. */
+/* A URL with any password replaced by "***", for messages; caller frees (never NULL). */
 char *config_redact_url(const char *url);
 
 #endif

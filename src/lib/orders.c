@@ -5,14 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "buf.h"
 #include "db.h"
 #include "jsonl.h"
 #include "log.h"
-#include "xalloc.h"
+#include "orders-internal.h"
+#include "policy.h"
 #include "retry.h"
+#include "xalloc.h"
 
 /* Deadlocks with other writers (stock-apply, fulfil) are possible; each costs a retry. */
 #define MAX_ATTEMPTS 10
@@ -25,8 +26,6 @@
  * per batch, rather than once per order, keeps a hot SKU's row from growing
  * a version chain that every later order of the batch would have to walk.
  */
-
-enum { RUN_OK, RUN_RETRY, RUN_FAILED, RUN_LOST };
 
 /* Orders already recorded under some of the batch's idempotency keys. */
 #define SQL_BY_KEY \
@@ -69,13 +68,7 @@ enum { RUN_OK, RUN_RETRY, RUN_FAILED, RUN_LOST };
 	"  (SELECT count(*) FROM upd) = (SELECT count(*) FROM held)" \
 	" FROM req LEFT JOIN ins USING (id) ORDER BY req.ord"
 
-/* One locked vendor row: what it can still sell in this batch. */
-struct stock {
-	const char *sku, *vendor;	/* point into the lock query's result */
-	long long available;
-};
-
-/* The state of one attempt at a batch. */
+/* The state of one attempt at a batch; its steps return 0, or -1 with `why` filled in. */
 struct attempt {
 	PGconn *c;
 	const struct order_request *rq;
@@ -83,11 +76,10 @@ struct attempt {
 	size_t n;
 	size_t *same;		/* same[i] != i: request i repeats request same[i]'s key */
 	const char **vendor;	/* allocation of request i, NULL when none */
-	struct stock *stock;
+	struct locked_stock *stock;	/* points into `locked` */
 	size_t nstock;
 	PGresult *locked;
-	char state[6];
-	char msg[512];
+	struct db_failure why;
 };
 
 /* PostgreSQL rejects text that is not UTF-8 and would abort the whole batch. */
@@ -208,10 +200,8 @@ reject(struct order_result *res, const struct order_request *rq, const char *err
 cJSON *
 order_result_json(const struct order_result *res)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = xalloc_check(cJSON_CreateObject());
 
-	if (o == NULL)
-		die(EX_OSERR, "out of memory");
 	if (res->order_id > 0)
 		json_add_int(o, "order_id", res->order_id);
 	if (res->sku != NULL)
@@ -231,42 +221,16 @@ order_result_json(const struct order_result *res)
 int
 orders_prepare(PGconn *c)
 {
-	PGresult *r = PQexec(c, "SELECT 1 FROM orders, vendor_stock LIMIT 0");
-	int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	struct db_failure f;
+	PGresult *r = db_run(c, &f, "checking the schema (is it migrated?)",
+	    "SELECT 1 FROM orders, vendor_stock LIMIT 0", 0, NULL);
 
-	if (!ok)
-		warning("database: checking the schema (is it migrated?): %s", db_error(c));
+	if (r == NULL) {
+		db_warn(&f);
+		return f.lost ? ORDERS_LOST : ORDERS_FAILED;
+	}
 	PQclear(r);
-	return ok ? 0 : -1;
-}
-
-/* Append one element of a text[] literal: quoted, or NULL. */
-static void
-sb_text(struct buf *b, const char *s)
-{
-	if (b->len > 1)
-		xbuf_add(b, ",", 1);
-	if (s == NULL) {
-		xbuf_add(b, "NULL", 4);
-		return;
-	}
-	xbuf_add(b, "\"", 1);
-	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
-			xbuf_add(b, "\\", 1);
-		xbuf_add(b, s, 1);
-	}
-	xbuf_add(b, "\"", 1);
-}
-
-static void
-sb_number(struct buf *b, long long v)
-{
-	char num[32];
-
-	if (b->len > 1)
-		xbuf_add(b, ",", 1);
-	xbuf_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", v));
+	return ORDERS_OK;
 }
 
 static void
@@ -283,37 +247,13 @@ placed(struct order_result *res, const struct order_request *rq, long long id,
 	res->key = xstrdup(rq->key);
 }
 
-/* Remember a failed statement: its SQLSTATE decides whether the batch is retried. */
+/* The database answered something that cannot be: give the batch up, unretried. */
 static int
-failed(struct attempt *a, PGresult *r, const char *what)
+inconsistent(struct attempt *a, const char *msg)
 {
-	const char *s = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	int lost = PQstatus(a->c) != CONNECTION_OK;
-
-	snprintf(a->state, sizeof a->state, "%s", s != NULL ? s : "");
-	snprintf(a->msg, sizeof a->msg, "%s: %s", what, db_error(a->c));
-	PQclear(r);
-	if (lost)
-		return RUN_LOST;
-	if (strcmp(a->state, "40P01") == 0 || strcmp(a->state, "40001") == 0)
-		return RUN_RETRY;
-	return RUN_FAILED;
-}
-
-static int
-exec(struct attempt *a, const char *what, const char *sql, int n, const char *const *p,
-    PGresult **out)
-{
-	PGresult *r = PQexecParams(a->c, sql, n, NULL, p, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(r);
-
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-		return failed(a, r, what);
-	if (out != NULL)
-		*out = r;
-	else
-		PQclear(r);
-	return RUN_OK;
+	memset(&a->why, 0, sizeof a->why);
+	snprintf(a->why.msg, sizeof a->why.msg, "%s", msg);
+	return -1;
 }
 
 /* Requests whose key already has an order are answered with that order. */
@@ -322,19 +262,17 @@ find_keyed(struct attempt *a, const size_t *want, size_t nwant)
 {
 	struct buf keys = { 0 };
 	PGresult *r;
-	int rc;
 
 	if (nwant == 0)
-		return RUN_OK;
-	xbuf_add(&keys, "{", 1);
+		return 0;
+	db_array_begin(&keys);
 	for (size_t k = 0; k < nwant; k++)
-		sb_text(&keys, a->rq[want[k]].key);
-	xbuf_add(&keys, "}", 1);
-	rc = exec(a, "looking up idempotency keys", SQL_BY_KEY, 1,
-	    (const char *[]){ keys.data }, &r);
+		db_array_text(&keys, a->rq[want[k]].key);
+	r = db_run(a->c, &a->why, "looking up idempotency keys", SQL_BY_KEY, 1,
+	    (const char *[]){ db_array_end(&keys) });
 	buf_free(&keys);
-	if (rc != RUN_OK)
-		return rc;
+	if (r == NULL)
+		return -1;
 	for (int row = 0; row < PQntuples(r); row++)
 		for (size_t k = 0; k < nwant; k++) {
 			size_t i = want[k];
@@ -347,13 +285,13 @@ find_keyed(struct attempt *a, const size_t *want, size_t nwant)
 			a->res[i].existing = 1;
 		}
 	PQclear(r);
-	return RUN_OK;
+	return 0;
 }
 
 static int
 by_stock(const void *x, const void *y)
 {
-	const struct stock *s = x, *t = y;
+	const struct locked_stock *s = x, *t = y;
 	int d = strcmp(s->sku, t->sku);
 
 	return d != 0 ? d : strcmp(s->vendor, t->vendor);
@@ -364,24 +302,23 @@ static int
 lock_stock(struct attempt *a)
 {
 	struct buf skus = { 0 };
-	int rc;
 
-	xbuf_add(&skus, "{", 1);
+	db_array_begin(&skus);
 	for (size_t i = 0; i < a->n; i++)
 		if (a->rq[i].invalid == NULL && a->res[i].status == NULL && a->same[i] == i)
-			sb_text(&skus, a->rq[i].sku);
-	xbuf_add(&skus, "}", 1);
+			db_array_text(&skus, a->rq[i].sku);
+	db_array_end(&skus);
 	if (skus.len == 2) {	/* every request was answered by its key */
 		buf_free(&skus);
-		return RUN_OK;
+		return 0;
 	}
-	rc = exec(a, "locking stock rows", SQL_LOCK, 1, (const char *[]){ skus.data }, &a->locked);
+	a->locked = db_run(a->c, &a->why, "locking stock rows", SQL_LOCK, 1,
+	    (const char *[]){ skus.data });
 	buf_free(&skus);
-	if (rc != RUN_OK)
-		return rc;
+	if (a->locked == NULL)
+		return -1;
 	a->nstock = (size_t)PQntuples(a->locked);
-	if ((a->stock = calloc(a->nstock + 1, sizeof *a->stock)) == NULL)
-		die(EX_OSERR, "out of memory");
+	a->stock = xcalloc(a->nstock + 1, sizeof *a->stock);
 	for (size_t k = 0; k < a->nstock; k++) {
 		a->stock[k].sku = PQgetvalue(a->locked, (int)k, 0);
 		a->stock[k].vendor = PQgetvalue(a->locked, (int)k, 1);
@@ -389,64 +326,66 @@ lock_stock(struct attempt *a)
 	}
 	/* The server's collation ordered the locks; lookups here need strcmp order. */
 	qsort(a->stock, a->nstock, sizeof *a->stock, by_stock);
-	return RUN_OK;
+	return 0;
 }
 
-/* The vendor rows of one SKU: [*first, end). */
+/* The rows of one SKU in stock[0..nstock) (sorted): [*first, end). */
 static size_t
-stock_of(const struct attempt *a, const char *sku, size_t *first)
+stock_of(const struct locked_stock *stock, size_t nstock, const char *sku, size_t *first)
 {
-	size_t lo = 0, hi = a->nstock;
+	size_t lo = 0, hi = nstock;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (strcmp(a->stock[mid].sku, sku) < 0)
+		if (strcmp(stock[mid].sku, sku) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	*first = lo;
-	while (hi < a->nstock && strcmp(a->stock[hi].sku, sku) == 0)
+	while (hi < nstock && strcmp(stock[hi].sku, sku) == 0)
 		hi++;
 	return hi;
 }
 
-/*
- * Give each request, in input order, the one vendor that can cover all of
- * it and has the most left; figures are the locked ones less what earlier
- * requests of this batch took.
- */
-static size_t
-allocate(struct attempt *a)
+size_t
+orders_allocate(const struct order_request *rq, struct order_result *res, const size_t *same,
+    size_t n, struct locked_stock *stock, size_t nstock, const char **vendor)
 {
 	size_t nplaced = 0;
 
-	for (size_t i = 0; i < a->n; i++) {
-		const struct order_request *q = &a->rq[i];
-		struct stock *best = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct order_request *q = &rq[i];
+		struct locked_stock *best = NULL;
 		size_t k, end;
 
-		if (q->invalid != NULL || a->res[i].status != NULL || a->same[i] != i)
+		if (q->invalid != NULL || res[i].status != NULL || same[i] != i)
 			continue;
-		end = stock_of(a, q->sku, &k);
+		end = stock_of(stock, nstock, q->sku, &k);
 		if (k == end) {
-			reject(&a->res[i], q, "unknown_sku");
+			reject(&res[i], q, "unknown_sku");
 			continue;
 		}
 		for (; k < end; k++)
-			if (a->stock[k].available >= q->quantity &&
-			    (best == NULL || a->stock[k].available > best->available))
-				best = &a->stock[k];
+			if (stock[k].available >= q->quantity &&
+			    (best == NULL || stock[k].available > best->available))
+				best = &stock[k];
 		if (best == NULL) {
-			reject(&a->res[i], q, "insufficient_stock");
+			reject(&res[i], q, "insufficient_stock");
 			continue;
 		}
 		best->available -= q->quantity;
-		a->vendor[i] = best->vendor;
+		vendor[i] = best->vendor;
 		nplaced++;
 	}
 	return nplaced;
+}
+
+static size_t
+allocate(struct attempt *a)
+{
+	return orders_allocate(a->rq, a->res, a->same, a->n, a->stock, a->nstock, a->vendor);
 }
 
 /* Insert the allocated orders and reserve their stock; note which keys lost a race. */
@@ -456,42 +395,40 @@ insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
 	struct buf sku = { 0 }, qty = { 0 }, vendor = { 0 }, key = { 0 };
 	size_t *who, row = 0;
 	PGresult *r;
-	int rc;
+	int rc = 0;
 
 	*nlost = 0;
 	if (nplaced == 0)
-		return RUN_OK;
-	if ((who = calloc(nplaced, sizeof *who)) == NULL)
-		die(EX_OSERR, "out of memory");
-	xbuf_add(&sku, "{", 1), xbuf_add(&qty, "{", 1);
-	xbuf_add(&vendor, "{", 1), xbuf_add(&key, "{", 1);
+		return 0;
+	who = xcalloc(nplaced, sizeof *who);
+	db_array_begin(&sku), db_array_begin(&qty), db_array_begin(&vendor), db_array_begin(&key);
 	for (size_t i = 0; i < a->n; i++) {
 		if (a->vendor[i] == NULL)
 			continue;
 		who[row++] = i;
-		sb_text(&sku, a->rq[i].sku);
-		sb_number(&qty, a->rq[i].quantity);
-		sb_text(&vendor, a->vendor[i]);
-		sb_text(&key, a->rq[i].key);
+		db_array_text(&sku, a->rq[i].sku);
+		db_array_bigint(&qty, a->rq[i].quantity);
+		db_array_text(&vendor, a->vendor[i]);
+		db_array_text(&key, a->rq[i].key);
 	}
-	xbuf_add(&sku, "}", 1), xbuf_add(&qty, "}", 1);
-	xbuf_add(&vendor, "}", 1), xbuf_add(&key, "}", 1);
-	rc = exec(a, "inserting orders", SQL_INSERT, 4,
-	    (const char *[]){ sku.data, qty.data, vendor.data, key.data }, &r);
+	r = db_run(a->c, &a->why, "inserting orders", SQL_INSERT, 4, (const char *[]){
+	    db_array_end(&sku), db_array_end(&qty), db_array_end(&vendor), db_array_end(&key) });
 	buf_free(&sku), buf_free(&qty), buf_free(&vendor), buf_free(&key);
-	if (rc == RUN_OK && (size_t)PQntuples(r) != nplaced) {
-		snprintf(a->msg, sizeof a->msg, "inserting orders: %d rows for %zu orders",
+	if (r == NULL) {
+		rc = -1;
+	} else if ((size_t)PQntuples(r) != nplaced) {
+		char msg[96];
+
+		snprintf(msg, sizeof msg, "inserting orders: %d rows for %zu orders",
 		    PQntuples(r), nplaced);
-		rc = RUN_FAILED;
+		rc = inconsistent(a, msg);
 		PQclear(r);
-	} else if (rc == RUN_OK && PQgetvalue(r, 0, 2)[0] != 't') {
+	} else if (PQgetvalue(r, 0, 2)[0] != 't') {
 		/* Cannot happen while the rows are locked; refuse rather than oversell. */
-		snprintf(a->msg, sizeof a->msg, "reserving stock: a locked row no longer covers"
-		    " its orders");
-		rc = RUN_FAILED;
+		rc = inconsistent(a, "reserving stock: a locked row no longer covers its orders");
 		PQclear(r);
 	}
-	if (rc != RUN_OK) {
+	if (rc < 0) {
 		free(who);
 		return rc;
 	}
@@ -506,7 +443,7 @@ insert_orders(struct attempt *a, size_t nplaced, size_t *lost, size_t *nlost)
 	}
 	PQclear(r);
 	free(who);
-	return RUN_OK;
+	return 0;
 }
 
 /* Later requests with a key already seen in this batch share the first's answer. */
@@ -559,33 +496,31 @@ keyed(const struct attempt *a, size_t *want)
 	return m;
 }
 
+/* One try at the batch's transaction: 0 when committed, else -1 with a->why. */
 static int
 attempt_run(struct attempt *a, size_t *scratch)
 {
 	size_t nlost;
-	int rc;
 
-	if ((rc = exec(a, "starting a transaction",
-	    "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL)) != RUN_OK)
-		return rc;
-	if ((rc = find_keyed(a, scratch, keyed(a, scratch))) != RUN_OK)
-		return rc;
-	if ((rc = lock_stock(a)) != RUN_OK)
-		return rc;
-	if ((rc = insert_orders(a, allocate(a), scratch, &nlost)) != RUN_OK)
-		return rc;
+	if (db_command(a->c, &a->why, "starting a transaction",
+	    "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
+		return -1;
+	if (find_keyed(a, scratch, keyed(a, scratch)) < 0)
+		return -1;
+	if (lock_stock(a) < 0)
+		return -1;
+	if (insert_orders(a, allocate(a), scratch, &nlost) < 0)
+		return -1;
 	/* Keys a concurrent batch committed while this one waited: answer with its orders. */
-	if ((rc = find_keyed(a, scratch, nlost)) != RUN_OK)
-		return rc;
+	if (find_keyed(a, scratch, nlost) < 0)
+		return -1;
 	for (size_t k = 0; k < nlost; k++)
-		if (a->res[scratch[k]].status == NULL) {
-			snprintf(a->msg, sizeof a->msg, "idempotency key conflict without an order");
-			return RUN_FAILED;
-		}
-	if ((rc = exec(a, "committing", "COMMIT", 0, NULL, NULL)) != RUN_OK)
-		return rc;
+		if (a->res[scratch[k]].status == NULL)
+			return inconsistent(a, "idempotency key conflict without an order");
+	if (db_command(a->c, &a->why, "committing", "COMMIT", 0, NULL) < 0)
+		return -1;
 	copy_repeats(a);
-	return RUN_OK;
+	return 0;
 }
 
 static void
@@ -608,33 +543,31 @@ attempt_reset(struct attempt *a)
 		a->vendor[i] = NULL;
 	}
 	attempt_free(a);
-	a->state[0] = a->msg[0] = '\0';
+	memset(&a->why, 0, sizeof a->why);
 }
 
 static int
 place_batch(struct attempt *a, size_t *scratch)
 {
-	struct backoff b = BACKOFF_INIT(0.01, 1.0);
+	struct backoff b = BACKOFF_DB_RETRY;
 
 	for (int attempt = 1;; attempt++) {
-		int rc = attempt_run(a, scratch);
-
-		if (rc == RUN_OK)
+		if (attempt_run(a, scratch) == 0)
 			return ORDERS_OK;
-		if (rc != RUN_LOST && PQtransactionStatus(a->c) != PQTRANS_IDLE)
+		if (!a->why.lost && PQtransactionStatus(a->c) != PQTRANS_IDLE)
 			PQclear(PQexec(a->c, "ROLLBACK"));
-		if (rc == RUN_LOST) {
+		if (a->why.lost) {
 			warning("database: connection lost placing a batch of %zu requests: %s",
-			    a->n, a->msg);
+			    a->n, a->why.msg);
 			return ORDERS_LOST;
 		}
-		if (rc == RUN_FAILED || attempt == MAX_ATTEMPTS) {
+		if (!a->why.retryable || attempt == MAX_ATTEMPTS) {
 			warning("database: placing a batch of %zu requests%s: %s; none of it was"
-			    " committed", a->n, rc == RUN_RETRY ? ", still conflicting after"
-			    " retries" : "", a->msg);
+			    " committed", a->n, a->why.retryable ? ", still conflicting after"
+			    " retries" : "", a->why.msg);
 			return ORDERS_FAILED;
 		}
-		debugx("batch of %zu requests: %s; retrying", a->n, a->msg);
+		debugx("batch of %zu requests: %s; retrying", a->n, a->why.msg);
 		attempt_reset(a);
 		sleep_seconds(backoff_next(&b), NULL);
 	}
@@ -648,11 +581,9 @@ orders_place(PGconn *c, const struct order_request *rq, size_t n, struct order_r
 	int rc = ORDERS_OK, todo = 0;
 
 	memset(res, 0, n * sizeof *res);
-	a.same = calloc(n + 1, sizeof *a.same);
-	a.vendor = calloc(n + 1, sizeof *a.vendor);
-	scratch = calloc(n + 1, sizeof *scratch);
-	if (a.same == NULL || a.vendor == NULL || scratch == NULL)
-		die(EX_OSERR, "out of memory");
+	a.same = xcalloc(n + 1, sizeof *a.same);
+	a.vendor = xcalloc(n + 1, sizeof *a.vendor);
+	scratch = xcalloc(n + 1, sizeof *scratch);
 	for (size_t i = 0; i < n; i++) {
 		if (rq[i].invalid != NULL)
 			reject(&res[i], &rq[i], "invalid_request");

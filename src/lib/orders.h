@@ -56,7 +56,11 @@ int order_request_from_json(const cJSON *obj, struct order_request *rq);
 /* Check a request's fields; returns 0, or -1 with rq->invalid set. */
 int order_request_check(struct order_request *rq);
 
-/* Check the connection reaches a migrated schema; 0, or -1 (printed). */
+/*
+ * Check the connection reaches a migrated schema: ORDERS_OK, or (printed)
+ * ORDERS_LOST when the connection is gone, ORDERS_FAILED when the database
+ * refused (not migrated).
+ */
 int orders_prepare(PGconn *c);
 /*
  * Place n requests in one transaction, allocating in input order, retrying
