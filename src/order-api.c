@@ -525,16 +525,16 @@ lookup(struct req *r, const char *what, const char *sql, int n, const char *cons
 	/* A pooled connection may have died with a database restart: one fresh try more. */
 	for (int attempt = 0; attempt < 2 && res == NULL; attempt++) {
 		PGconn *c = pool_get();
-		int lost;
+		struct db_failure f;
 
 		if (c == NULL) {
 			*rc = reply_unavailable(r, 1, "the database is unreachable");
 			return NULL;
 		}
-		res = db_query(c, what, sql, n, params);
-		lost = db_connection_lost(c);
+		if ((res = db_run(c, &f, what, sql, n, params)) == NULL)
+			db_warn(&f);
 		pool_put(c);
-		if (res == NULL && !lost)
+		if (res == NULL && !f.lost)
 			break;
 	}
 	if (res == NULL)

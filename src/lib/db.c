@@ -190,17 +190,6 @@ db_prepare(PGconn *c, const struct db_statement *stmts, size_t n, struct db_fail
 	return 0;
 }
 
-PGresult *
-db_query(PGconn *c, const char *what, const char *sql, int n, const char *const *params)
-{
-	struct db_failure f;
-	PGresult *r = db_run(c, &f, what, sql, n, params);
-
-	if (r == NULL)
-		db_warn(&f);
-	return r;
-}
-
 int
 db_connection_lost(PGconn *c)
 {

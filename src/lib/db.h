@@ -70,11 +70,6 @@ struct db_statement {
  */
 int db_prepare(PGconn *c, const struct db_statement *stmts, size_t n, struct db_failure *f);
 
-/*
- * db_run that prints a failure (db_warn) instead of returning it; for callers
- * that only need to know whether it worked. Kept for order-api.
- */
-PGresult *db_query(PGconn *c, const char *what, const char *sql, int n, const char *const *params);
 /* True when the connection itself is gone (retry elsewhere). */
 int db_connection_lost(PGconn *c);
 /* The server's last message on c, one line, for stderr. */

@@ -13,6 +13,7 @@
 #include "orders-internal.h"
 #include "policy.h"
 #include "retry.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 /* Deadlocks with other writers (stock-apply, fulfil) are possible; each costs a retry. */
@@ -82,40 +83,6 @@ struct attempt {
 	struct db_failure why;
 };
 
-/* PostgreSQL rejects text that is not UTF-8 and would abort the whole batch. */
-static int
-utf8_valid(const unsigned char *s)
-{
-	while (*s != '\0') {
-		unsigned c = *s++;
-		int more;
-		unsigned cp;
-
-		if (c < 0x80)
-			continue;
-		if (c >= 0xc2 && c <= 0xdf) {
-			more = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			more = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			more = 3;
-			cp = c & 0x07;
-		} else
-			return 0;
-		for (int i = 0; i < more; i++, s++) {
-			if ((*s & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (*s & 0x3f);
-		}
-		if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-		    (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-			return 0;
-	}
-	return 1;
-}
-
 static int
 invalid(struct order_request *rq, const char *why)
 {
@@ -132,7 +99,7 @@ order_request_check(struct order_request *rq)
 		return invalid(rq, "\"sku\" must be a non-empty string");
 	if (strlen(rq->sku) > ORDER_MAX_SKU)
 		return invalid(rq, "\"sku\" is longer than 256 bytes");
-	if (!utf8_valid((const unsigned char *)rq->sku))
+	if (!utf8_valid(rq->sku))
 		return invalid(rq, "\"sku\" is not valid UTF-8");
 	if (!rq->has_quantity || rq->quantity < 1 || rq->quantity > ORDER_MAX_QUANTITY)
 		return invalid(rq, "\"quantity\" must be a whole number from 1 to 1000000000");
@@ -142,7 +109,7 @@ order_request_check(struct order_request *rq)
 		return invalid(rq, "\"key\" must be a non-empty string");
 	if (strlen(rq->key) > ORDER_MAX_KEY)
 		return invalid(rq, "\"key\" is longer than 256 bytes");
-	if (!utf8_valid((const unsigned char *)rq->key))
+	if (!utf8_valid(rq->key))
 		return invalid(rq, "\"key\" is not valid UTF-8");
 	return 0;
 }
@@ -187,13 +154,13 @@ reject(struct order_result *res, const struct order_request *rq, const char *err
 {
 	/* Echo what was given, but never bytes that would make the answer bad JSON. */
 	order_result_clear(res);
-	if (rq->sku != NULL && utf8_valid((const unsigned char *)rq->sku))
+	if (rq->sku != NULL && utf8_valid(rq->sku))
 		res->sku = xstrdup(rq->sku);
 	res->quantity = rq->quantity;
 	res->has_quantity = rq->has_quantity;
 	res->status = xstrdup("rejected");
 	res->error = error;
-	if (rq->key != NULL && utf8_valid((const unsigned char *)rq->key))
+	if (rq->key != NULL && utf8_valid(rq->key))
 		res->key = xstrdup(rq->key);
 }
 
