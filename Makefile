@@ -119,7 +119,7 @@ install: all
 		install -m 644 man/man1/$$p.1 $(DESTDIR)$(LIBEXECDIR)/man/man1/$$p.1 || exit 1; \
 	done
 	for u in $(UNITFILES); do \
-		sed 's#/usr/lib/order-aggregator/#$(LIBEXECDIR)/#g; s#/etc/order-aggregator/#$(SYSCONFDIR)/order-aggregator/#g' \
+		sed 's#/usr/lib/order-aggregator\([/:]\)#$(LIBEXECDIR)\1#g; s#/etc/order-aggregator/#$(SYSCONFDIR)/order-aggregator/#g' \
 			scripts/systemd/$$u > $(DESTDIR)$(SYSTEMDDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDDIR)/$$u || exit 1; \
 	done
 	install -m 644 scripts/systemd/order-aggregator.sysusers $(DESTDIR)$(SYSUSERSDIR)/order-aggregator.conf
