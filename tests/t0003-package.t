@@ -132,6 +132,16 @@ test_expect_success 'the lock directory and the sync lock belong to the user' '
 	expect_eq "order-aggregator" "$(stat -c "%U" /var/lib/order-aggregator)" "state directory owner"
 '
 
+test_expect_success 'a sync run as root leaves a lock that the service user can still take' '
+	export VENDORS=nosuch VENDOR_BASE_URL=http://127.0.0.1:1 &&
+	rc=0 && env -u XDG_RUNTIME_DIR $LIBEXEC/sync-stock >/dev/null 2>root.err || rc=$? &&
+	expect_eq 69 "$rc" "status of the run as root (no vendor answers)" &&
+	expect_eq "order-aggregator" "$(stat -c "%U" /run/order-aggregator/sync-stock.lock)" "lock owner" &&
+	rc=0 && env -u XDG_RUNTIME_DIR runuser -u order-aggregator -- $LIBEXEC/sync-stock >/dev/null 2>user.err || rc=$? &&
+	expect_eq 69 "$rc" "status of the run as the user" &&
+	! grep -q "lock" user.err || fail "the user could not take the lock: $(cat user.err)"
+'
+
 test_expect_success 'the units are installed and none is enabled' '
 	for u in $UNITS; do
 		test -s /lib/systemd/system/$u || fail "no $u" || exit 1
