@@ -22,6 +22,15 @@ test_expect_success 'a queue that does not exist has a null depth, and stderr na
 	expect_grep "queue $Q.none: " err.txt
 '
 
+test_expect_success 'a missing work queue does not hide its dead-letter queue'\''s depth' '
+	echo "{\"n\":1}" | amqp-publish -q $Q.gone.dead &&
+	wait_depth $Q.gone.dead 1 &&
+	order-report -q $Q.gone >out 2>err.txt &&
+	expect_eq null "$(jq .queue_depth out)" "depth" &&
+	expect_eq 1 "$(jq .dead_letter_depth out)" "dead-letter depth" &&
+	expect_grep "queue $Q.gone: " err.txt
+'
+
 test_expect_success 'placed orders are counted by status, their units reserved, their messages counted' '
 	printf "%s\n" "{\"sku\":\"SKU-1\",\"quantity\":3}" "{\"sku\":\"SKU-1\",\"quantity\":4}" \
 		"{\"sku\":\"SKU-2\",\"quantity\":5}" "{\"sku\":\"SKU-9\",\"quantity\":1}" >requests &&
