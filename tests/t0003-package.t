@@ -126,6 +126,13 @@ test_expect_success 'the system user exists, and only it (and root) may read the
 	expect_grep "^#DATABASE_URL=" /etc/order-aggregator/env
 '
 
+test_expect_success 'installing it again (an upgrade) keeps the edited env file, its mode and group' '
+	echo "VENDORS=\"acme\"" >>/etc/order-aggregator/env &&
+	dpkg -i "$DEB" >upgrade.log 2>&1 || fail "dpkg -i again: $(cat upgrade.log)" &&
+	expect_eq "VENDORS=\"acme\"" "$(tail -n 1 /etc/order-aggregator/env)" "the admin'\''s line" &&
+	expect_eq "640 root order-aggregator" "$(stat -c "%a %U %G" /etc/order-aggregator/env)" "env file"
+'
+
 test_expect_success 'the lock directory and the sync lock belong to the user' '
 	expect_eq "755 order-aggregator" "$(stat -c "%a %U" /run/order-aggregator)" "/run/order-aggregator" &&
 	expect_eq "order-aggregator" "$(stat -c "%U" /run/order-aggregator/sync-stock.lock)" "lock owner" &&
