@@ -5,8 +5,8 @@ VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 # The installed layout, the same for `make install` and the Debian package
 # (order-aggregator(7)): every program in LIBEXECDIR, as git keeps its
-# commands in git-core, and a link in BINDIR for each one whose name no Debian
-# package uses. SYSCONFDIR is where the units read order-aggregator/env.
+# commands in git-core, and a link in BINDIR for each one whose name Debian's
+# amqp-tools does not use. SYSCONFDIR is where the units read order-aggregator/env.
 LIBEXECDIR  ?= $(PREFIX)/lib/order-aggregator
 BINDIR      ?= $(PREFIX)/bin
 MANDIR      ?= $(PREFIX)/share/man
@@ -16,6 +16,7 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR  ?= /etc
 # Where `make deb` builds the package (the .deb lands in DEBDIR itself).
 DEBDIR      ?= build/deb
+
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -DOA_VERSION='"$(VERSION)"'
