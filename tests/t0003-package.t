@@ -21,6 +21,11 @@ PROGRAMS="$(cd "$TOP/src" && ls *.c | sed 's/\.c$//' | xargs) sync-stock"
 CLASHING="amqp-publish amqp-consume"
 UNITS="order-worker.service order-api.service stock-sync.service stock-sync.timer order-sweep.service order-sweep.timer"
 
+# make install builds first: keep the flavour (plain or sanitized) the tree has,
+# so that this test never swaps the programs under the rest of a run.
+FLAVOUR=SANITIZE=
+[ "$(cat "$TOP/build/.flavour" 2>/dev/null)" = build/san ] && FLAVOUR=SANITIZE=1
+
 # Whatever happens below, the machine ends as it was: no package, no statoverride.
 on_exit "dpkg -P $PKG"
 on_exit "dpkg-statoverride --remove /etc/order-aggregator/env"
@@ -40,13 +45,13 @@ test_expect_success 'make deb builds order-aggregator_VERSION_ARCH.deb with debh
 DEB=$(ls "$TRASH"/deb/${PKG}_"${VERSION}"_*.deb 2>/dev/null | head -n 1)
 
 test_expect_success 'make install DESTDIR=... PREFIX=/usr installs exactly the files of the package' '
-	make -C "$TOP" install DESTDIR="$TRASH/root" PREFIX=/usr SYSTEMDDIR=/lib/systemd/system >install.log 2>&1 ||
+	make -C "$TOP" install $FLAVOUR DESTDIR="$TRASH/root" PREFIX=/usr SYSTEMDDIR=/lib/systemd/system >install.log 2>&1 ||
 		fail "make install: $(tail -n 20 install.log)" &&
 	( cd "$TRASH/root" && find . -type f -o -type l | sed "s/^\.//" | sort ) >installed &&
 	dpkg-deb -c "$DEB" | awk "{ print \$6 }" | sed -n "s/^\.//; /\/\$/d; /share\/doc/d; s/\.gz\$//; p" | sort >packaged &&
 	diff -u packaged installed &&
 	expect_eq "ExecStart=/usr/lib/order-aggregator/sync-stock" "$(grep ^ExecStart= "$TRASH/root/lib/systemd/system/stock-sync.service")" &&
-	make -C "$TOP" install DESTDIR="$TRASH/local" >install.log 2>&1 &&
+	make -C "$TOP" install $FLAVOUR DESTDIR="$TRASH/local" >install.log 2>&1 &&
 	expect_grep "^Environment=PATH=/usr/local/lib/order-aggregator:" "$TRASH/local/usr/local/lib/systemd/system/stock-sync.service" &&
 	expect_eq ../lib/order-aggregator/order-report "$(readlink "$TRASH/local/usr/local/bin/order-report")" "link" &&
 	test ! -e "$TRASH/local/usr/local/bin/amqp-consume"
@@ -65,7 +70,7 @@ test_expect_success 'dpkg -i installs it and starts nothing' '
 
 test_expect_success 'make install PREFIX=/usr then refuses to overwrite the package'\''s files, and copies nothing' '
 	before=$(stat -c %Y /usr/lib/order-aggregator/order-report) &&
-	rc=0 && make -C "$TOP" install PREFIX=/usr >install.log 2>&1 || rc=$? &&
+	rc=0 && make -C "$TOP" install $FLAVOUR PREFIX=/usr >install.log 2>&1 || rc=$? &&
 	expect_eq 2 "$rc" "make install status" &&
 	expect_grep "refusing to overwrite files that belong to Debian packages" install.log &&
 	expect_grep "order-aggregator: /usr/bin/order-report" install.log &&
