@@ -56,14 +56,12 @@ static void
 report_database(cJSON *report)
 {
 	PGconn *c = db_connect_or_die("no report was written");
-	PGresult *r = db_query(c, "reading the orders", SQL_REPORT, 0, NULL);
+	struct db_failure f;
+	PGresult *r = db_run(c, &f, "reading the orders", SQL_REPORT, 0, NULL);
 	cJSON *orders;
 
-	if (r == NULL) {
-		if (db_connection_lost(c))
-			die(EXIT_UNAVAILABLE, "database unavailable: no report was written");
-		die(EXIT_SQL, "the database refused the report's query: no report was written");
-	}
+	if (r == NULL)
+		db_die(&f, "no report was written");
 	orders = cJSON_AddObjectToObject(report, "orders");
 	xalloc_check(orders);
 	json_add_int(orders, "pending", cell_int(r, 0));
