@@ -17,7 +17,9 @@
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/spawn.h"
 #include "lib/xalloc.h"
 
 #define MAX_DEATHS_UNREAD 5	/* a child dying before reading anything this often is broken */
@@ -114,46 +116,28 @@ set_nonblock(int fd)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-static void __attribute__((noreturn))
-exec_child(int in, int out, int report)
-{
-	int e;
-
-	dup2(in, 0);
-	dup2(out, 1);
-	signal(SIGPIPE, SIG_DFL);
-	/* Its own process group: a terminal's ^C goes to us, and we let it finish. */
-	setpgid(0, 0);
-	execvp(opt.argv[0], opt.argv);
-	e = errno;
-	if (write(report, &e, sizeof e) < 0)
-		_exit(127);
-	_exit(127);
-}
-
-/* Start the child; an exec failure is reported through a close-on-exec pipe. */
+/*
+ * Start the child on two close-on-exec pipes. A command that cannot be run
+ * (posix_spawnp reports the failed exec) is fatal before any message is taken.
+ */
 static void
-spawn(void)
+start_child(void)
 {
-	int in[2], out[2], rep[2], e;
-	ssize_t n;
+	int in[2], out[2], rc;
+	struct spawn_fds fds;
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0)
-		die(EX_OSERR, "creating pipes for %s: %s", opt.argv[0], strerror(errno));
-	if ((child.pid = fork()) < 0)
-		die(EX_OSERR, "starting %s: %s", opt.argv[0], strerror(errno));
-	if (child.pid == 0)
-		exec_child(in[0], out[1], rep[1]);
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
+		die(EXIT_NOMEM, "creating pipes for %s: %s", opt.argv[0], strerror(errno));
+	fds = (struct spawn_fds){ .in = in[0], .out = out[1], .err = -1 };
+	rc = spawn_child(&child.pid, opt.argv, &fds, SPAWN_OWN_GROUP);
 	close(in[0]);
 	close(out[1]);
-	close(rep[1]);
-	while ((n = read(rep[0], &e, sizeof e)) < 0 && errno == EINTR)
-		;
-	close(rep[0]);
-	if (n == sizeof e) {
-		waitpid(child.pid, NULL, 0);
-		die(EX_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
-		    strerror(e));
+	if (rc != 0) {
+		close(in[1]);
+		close(out[0]);
+		child.pid = 0;
+		die(EXIT_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
+		    strerror(rc));
 	}
 	child.in = in[1];
 	child.out = out[0];
@@ -820,7 +804,7 @@ run(void)
 		if (!mq_connected(&mq) && !draining && now >= connect_at)
 			link_up();
 		if (child.pid == 0 && !draining && now >= child.restart_at)
-			spawn();
+			start_child();
 		feed_child();
 		write_child();
 		wait_events(now);
@@ -890,7 +874,7 @@ main(int argc, char **argv)
 	mq_init(&mq, MQ_HEARTBEAT, 1);
 	child.in = child.out = -1;
 	/* The child first: a command that cannot run must not take any message. */
-	spawn();
+	start_child();
 	last_activity = now_seconds();
 	run();
 }

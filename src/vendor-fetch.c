@@ -1,8 +1,8 @@
 /* vendor-fetch: fetch every vendor's stock in parallel and write it as JSON lines, one block per vendor. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +17,9 @@
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/spawn.h"
 #include "lib/xalloc.h"
 
 /*
@@ -483,42 +485,24 @@ jq_complaint(struct vendor *v, FILE *err, int status)
 static cJSON *
 run_filter(struct vendor *v)
 {
-	extern char **environ;
 	FILE *in = tmpfile(), *err = tmpfile();
-	char *prog = NULL;
 	struct buf out = { .max = opt.lim.max_bytes };
 	char *argv[] = { "jq", "-c", NULL, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t dfl;
+	struct spawn_fds fds;
 	cJSON *items = NULL;
 	int pfd[2] = { -1, -1 }, status = 0, rc;
 	pid_t pid;
 
 	/* jq 1.6 takes a program starting with '-' for an option; a space is harmless. */
-	if (asprintf(&prog, " %s", opt.filter) < 0)
-		die(EX_SOFTWARE, "out of memory");
-	argv[2] = prog;
+	argv[2] = xasprintf(" %s", opt.filter);
 	if (in == NULL || err == NULL ||
 	    fwrite(v->resp.body.data, 1, v->resp.body.len, in) != v->resp.body.len ||
-	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe(pfd) < 0) {
+	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe2(pfd, O_CLOEXEC) < 0) {
 		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
 		goto done;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, fileno(in), 0);
-	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, fileno(err), 2);
-	posix_spawn_file_actions_addclose(&fa, pfd[0]);
-	/* We ignore SIGPIPE for our own output; jq should not inherit that. */
-	posix_spawnattr_init(&attr);
-	sigemptyset(&dfl);
-	sigaddset(&dfl, SIGPIPE);
-	posix_spawnattr_setsigdefault(&attr, &dfl);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
-	rc = posix_spawnp(&pid, "jq", &fa, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
+	fds = (struct spawn_fds){ .in = fileno(in), .out = pfd[1], .err = fileno(err) };
+	rc = spawn_child(&pid, argv, &fds, 0);
 	close(pfd[1]);
 	if (rc != 0) {
 		snprintf(v->why, sizeof v->why, "--filter: cannot run jq: %s", strerror(rc));
@@ -546,7 +530,7 @@ done:
 	if (err != NULL)
 		fclose(err);
 	buf_free(&out);
-	free(prog);
+	free(argv[2]);
 	return items;
 }
 
