@@ -41,11 +41,6 @@ struct msg {
 	int retry;		/* its answer, read but not yet settled, asked for a retry */
 };
 
-/* A retry copy published but not yet confirmed: the original is acked on the confirm. */
-struct retry {
-	uint64_t seq, tag;
-};
-
 struct child {
 	pid_t pid;		/* 0: not running */
 	int in, out;		/* our ends of its stdin and stdout */
@@ -63,23 +58,23 @@ static struct {
 	long prefetch, max_deliveries, retry_ms;
 	double idle_exit, patience;
 	char **argv;
-} opt = { "orders", 64, 5, 3000, -1, -1, NULL };
+} opt = { QUEUE_DEFAULT, 64, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT, -1, -1, NULL };
 
 static struct mq mq;
-static struct child child = { .backoff = BACKOFF_INIT(0.1, 5.0) };
+static struct child child = { .backoff = BACKOFF_CHILD };
 static struct msg *head, **tail = &head;
 static long nsent, nsuspect;		/* sent to the child and unanswered; of which redelivered */
-static struct retry *retries;
-static size_t nretries, retries_cap;
+/* Retry copies published but not yet confirmed: each original is acked on its copy's confirm. */
+static struct mq_confirms retry_copies;
 static uint64_t ack_upto;		/* acks owed, up to this tag, sent as one (0: none) */
 static unsigned ack_generation;		/* the connection ack_upto belongs to */
 static long ack_count;			/* messages ack_upto stands for */
-static char *retry_queue;
+static char *retry_queue, *dead_queue;
 static volatile sig_atomic_t stop_signals;
 static int draining;			/* no new messages: finish those in flight, then exit */
 static int linked;			/* connected, declared and consuming */
 static double connect_at, lost_since = -1, last_activity;
-static struct backoff connect_backoff = BACKOFF_INIT(0.2, 10.0);
+static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 
 static void
 usage(FILE *fp, int code)
@@ -103,9 +98,7 @@ grow(void *p, size_t *cap, size_t need, size_t size)
 		return p;
 	while (*cap < need)
 		*cap = *cap ? *cap * 2 : 4096;
-	if ((p = realloc(p, *cap * size)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	return p;
+	return xreallocarray(p, *cap, size);
 }
 
 /* --- the child ------------------------------------------------------------ */
@@ -278,15 +271,14 @@ on_delivery(struct mq_event *ev)
 		return;
 	}
 	if (!valid_body(ev->body, &ev->len, &why)) {
-		warning("a message %s: dead-lettered to %s.dead without running %s", why,
-		    opt.queue, opt.argv[0]);
+		warning("a message %s: dead-lettered to %s without running %s", why,
+		    dead_queue, opt.argv[0]);
 		if (mq_reject(&mq, ev->tag, 0) < 0)
 			warning("broker: %s", mq.why);
 		free(ev->body);
 		return;
 	}
-	if ((m = calloc(1, sizeof *m)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	m = xcalloc(1, sizeof *m);
 	m->generation = mq.generation;
 	m->tag = ev->tag;
 	m->body = ev->body;
@@ -352,10 +344,7 @@ retry_later(struct msg *m)
 
 	if (mq_publish(&mq, "", retry_queue, m->body, m->len, m->attempts + 1, &seq) < 0)
 		return;	/* connection lost: the broker will redeliver the original */
-	retries = grow(retries, &retries_cap, nretries + 1, sizeof *retries);
-	retries[nretries].seq = seq;
-	retries[nretries].tag = m->tag;
-	nretries++;
+	mq_confirms_add(&retry_copies, &mq, seq, NULL, m->tag);
 }
 
 /* Send the acks owed as one basic.ack with multiple=true; a lost connection voids them. */
@@ -385,7 +374,7 @@ flush_acks(void)
  * published, and owe nothing while a confirm is outstanding (ack at once).
  */
 static void
-settle(void)
+ack_or_retry_head(void)
 {
 	struct msg *m = pop_head();
 
@@ -397,7 +386,7 @@ settle(void)
 		if (m->retry) {
 			flush_acks();
 			retry_later(m);
-		} else if (nretries == 0) {
+		} else if (retry_copies.n == 0) {
 			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
 			ack_upto = m->tag;
 			ack_generation = mq.generation;
@@ -442,7 +431,7 @@ take_answers(void)
 			warning("%s answered more lines than it was given; extra line ignored",
 			    opt.argv[0]);
 		else
-			settle();
+			ack_or_retry_head();
 		p = nl + 1;
 		last_activity = now_seconds();
 		child.deaths = child.deaths_unread = 0;
@@ -539,7 +528,7 @@ child_died(int status)
 	child.deaths_unread = blamed ? 0 : child.deaths_unread + 1;
 	/* Poison messages explain a few deaths in a row, never this many. */
 	if (++child.deaths > 2 * opt.max_deliveries + 5 || child.deaths_unread >= MAX_DEATHS_UNREAD)
-		finish(EX_UNAVAILABLE, "%s %s, %d times in a row without answering; giving up "
+		finish(EXIT_UNAVAILABLE, "%s %s, %d times in a row without answering; giving up "
 		    "(its unanswered messages go back to the queue)", opt.argv[0], how,
 		    child.deaths);
 	delay = backoff_next(&child.backoff);
@@ -584,30 +573,19 @@ lost_connection(void)
 	mq_close(&mq);
 	linked = 0;
 	forget_unsent(0);
-	nretries = 0;
+	mq_confirms_clear(&retry_copies);
 	ack_upto = 0;	/* the broker redelivers those messages */
 	lost_since = now_seconds();
 	connect_at = lost_since;
 	backoff_reset(&connect_backoff);
 }
 
-static void
-on_confirm(const struct mq_event *ev)
+/* A retry copy's confirm: ack its original; a nack means the copy may be lost, so the original goes back instead. */
+static int
+retry_copy_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
-	size_t j = 0;
-
-	for (size_t i = 0; i < nretries; i++) {
-		struct retry *r = &retries[i];
-
-		if (r->seq != ev->tag && !(ev->multiple && r->seq < ev->tag)) {
-			retries[j++] = *r;
-			continue;
-		}
-		/* A nack: the retry copy may be lost, so the original goes back instead. */
-		if ((ev->type == MQ_ACK ? mq_ack(&mq, r->tag) : mq_reject(&mq, r->tag, 1)) < 0)
-			return;
-	}
-	nretries = j;
+	(void)arg;
+	return acked ? mq_ack(&mq, w->tag) : mq_reject(&mq, w->tag, 1);
 }
 
 /* Handle what the broker sent, without blocking; stop early to let the child progress. */
@@ -626,7 +604,8 @@ broker_events(void)
 			break;
 		case MQ_ACK:
 		case MQ_NACK:
-			on_confirm(&ev);
+			/* A failed ack or reject dropped the connection: the rest are void. */
+			mq_confirms_apply(&retry_copies, &ev, retry_copy_confirmed, NULL);
 			break;
 		case MQ_RETURN:
 			/* The retry queue is gone: start over, declaring it again. */
@@ -664,11 +643,11 @@ link_up(void)
 		return;
 	}
 	if (mq.permanent)
-		finish(EX_UNAVAILABLE, "broker %s: %s", mq.target, mq.why);
+		finish(EXIT_UNAVAILABLE, "broker %s: %s", mq.target, mq.why);
 	if (lost_since < 0)
 		lost_since = now_seconds();
 	if (opt.patience >= 0 && now_seconds() - lost_since > opt.patience)
-		finish(EX_UNAVAILABLE, "broker %s unavailable for %g s: %s; messages not acked "
+		finish(EXIT_UNAVAILABLE, "broker %s unavailable for %g s: %s; messages not acked "
 		    "stay in the queue", mq.target, opt.patience, mq.why);
 	debugx("broker: %s; retrying", mq.why);
 	connect_at = now_seconds() + backoff_next(&connect_backoff);
@@ -692,8 +671,9 @@ free_all(void)
 		free_msg(pop_head());
 	free(child.wbuf);
 	free(child.rbuf);
-	free(retries);
+	mq_confirms_free(&retry_copies);
 	free(retry_queue);
+	free(dead_queue);
 }
 
 /* Exit: the child gets EOF and is waited for; what we hold and did not settle is returned. */
@@ -721,7 +701,7 @@ finish(int code, const char *fmt, ...)
 	mq_close(&mq);
 	free_all();
 	if (fflush(stdout) == EOF)
-		code = EX_IOERR;
+		code = EXIT_OUTPUT;
 	exit(code);
 }
 
@@ -730,7 +710,7 @@ finish(int code, const char *fmt, ...)
 static int
 idle_over(double now)
 {
-	return opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && nretries == 0 &&
+	return opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
 	    now - last_activity >= opt.idle_exit;
 }
 
@@ -746,7 +726,7 @@ poll_timeout(double now)
 	if (child.pid == 0 && !draining && child.restart_at - now < t)
 		t = child.restart_at - now;
 	/* The idle clock stops while disconnected: see idle_over(). */
-	if (opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && nretries == 0 &&
+	if (opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
 	    last_activity + opt.idle_exit - now < t)
 		t = last_activity + opt.idle_exit - now;
 	return t > 0 ? (int)(t * 1000) + 1 : 0;
@@ -770,7 +750,7 @@ wait_events(double now)
 		p[n++] = (struct pollfd){ .fd = mq_fd(&mq), .events = POLLIN };
 	if (poll(p, (nfds_t)n, poll_timeout(now)) < 0) {
 		if (errno != EINTR)
-			die(EX_OSERR, "poll: %s", strerror(errno));
+			die(EXIT_NOMEM, "poll: %s", strerror(errno));
 		return;
 	}
 	if (child_in >= 0 && p[child_in].revents)
@@ -782,11 +762,11 @@ wait_events(double now)
 static int
 done_draining(void)
 {
-	return draining && head == NULL && nretries == 0;
+	return draining && head == NULL && retry_copies.n == 0;
 }
 
 static void
-run(void)
+consume_loop(void)
 {
 	for (;;) {
 		double now = now_seconds();
@@ -795,12 +775,12 @@ run(void)
 		if (linked && !mq_connected(&mq))
 			lost_connection();
 		if (stop_signals > 1 && draining)
-			finish(0, "second signal: returning %ld unanswered messages to the queue",
+			finish(EXIT_OK, "second signal: returning %ld unanswered messages to the queue",
 			    nsent);
 		if ((stop_signals > 0 || idle_over(now)) && !draining)
 			start_draining();
 		if (done_draining() || (draining && !mq_connected(&mq) && nsent == 0))
-			finish(0, NULL);
+			finish(EXIT_OK, NULL);
 		if (!mq_connected(&mq) && !draining && now >= connect_at)
 			link_up();
 		if (child.pid == 0 && !draining && now >= child.restart_at)
@@ -838,18 +818,18 @@ parse_options(int argc, char **argv)
 		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
 		case 'i': opt.idle_exit = option_seconds("--idle-exit", optarg, 1e9); break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 1e9); break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(0);
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind >= argc) {
 		warning("a COMMAND to run is required");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (*opt.queue == '\0' || strlen(opt.queue) > 200) {
 		warning("option -q: a queue name has 1 to 200 bytes");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	opt.argv = argv + optind;
 }
@@ -858,14 +838,10 @@ int
 main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	size_t n;
-
 	log_init(argv[0]);
 	parse_options(argc, argv);
-	n = strlen(opt.queue) + 32;
-	if ((retry_queue = malloc(n)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	snprintf(retry_queue, n, "%s.retry.%ld", opt.queue, opt.retry_ms);
+	retry_queue = queue_retry_name(opt.queue, opt.retry_ms);
+	dead_queue = queue_dead_name(opt.queue);
 	/* No SA_RESTART: a signal must interrupt poll() so shutdown starts at once. */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -876,5 +852,5 @@ main(int argc, char **argv)
 	/* The child first: a command that cannot run must not take any message. */
 	start_child();
 	last_activity = now_seconds();
-	run();
+	consume_loop();
 }
