@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,9 +214,12 @@ http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 void
 http_loop_init(struct http_loop *l, long keep)
 {
-	if ((l->multi = curl_multi_init()) == NULL)
+	l->multi = curl_multi_init();
+	l->active = 0;
+	if (l->multi == NULL)
 		die(EXIT_BUG, "libcurl: cannot create a multi handle");
-	curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
+	if (keep > 0)
+		curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
 }
 
 void
@@ -231,16 +235,28 @@ http_loop_add(struct http_loop *l, CURL *h)
 
 	if (mc != CURLM_OK)
 		die(EXIT_BUG, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+	l->active++;
 }
 
 void
-http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
+http_loop_remove(struct http_loop *l, CURL *h)
 {
-	int running = 1, left;
+	if (curl_multi_remove_handle(l->multi, h) == CURLM_OK)
+		l->active--;
+}
+
+void
+http_loop_drive(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
+    double (*wake)(void *arg), void *arg)
+{
+	int running, left;
 	CURLMsg *msg;
 	CURLMcode mc;
 
-	while (running > 0) {
+	for (;;) {
+		double due;
+		long wait_ms = 1000;
+
 		if ((mc = curl_multi_perform(l->multi, &running)) != CURLM_OK)
 			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
 		while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
@@ -249,12 +265,25 @@ http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg)
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			curl_multi_remove_handle(l->multi, h);
+			http_loop_remove(l, h);
 			done(h, rc, arg);
 		}
-		if (running > 0 && (mc = curl_multi_poll(l->multi, NULL, 0, 1000, NULL)) != CURLM_OK)
+		/* After done(): what it scheduled counts for the wait below. */
+		due = wake != NULL ? wake(arg) : -1;
+		if (l->active == 0 && due < 0)
+			return;
+		if (due >= 0 && due < 1.0)
+			wait_ms = (long)ceil(due * 1000);
+		/* libcurl shortens the wait to its own timers (new transfers, timeouts). */
+		if ((mc = curl_multi_poll(l->multi, NULL, 0, (int)wait_ms, NULL)) != CURLM_OK)
 			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
 	}
+}
+
+void
+http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
+{
+	http_loop_drive(l, done, NULL, arg);
 }
 
 static int

@@ -62,29 +62,41 @@ int http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct
 int http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len);
 
 /*
- * A curl multi handle that runs a batch of transfers to the end, keeping
- * their connections for the next batch.
+ * A curl multi handle that runs transfers to the end, keeping their
+ * connections for later ones: the one transfer loop of every program.
  */
 struct http_loop {
 	CURLM *multi;
+	size_t active;		/* transfers added and not yet finished or removed */
 };
 
 /*
  * keep: idle connections kept open for later transfers (libcurl's default
  * follows how many transfers are added, so it shrinks as they finish and
- * closes connections the next batch needs). Exits 70 if the multi handle
- * cannot be made.
+ * closes connections the next batch needs); 0 leaves libcurl's default.
+ * Exits EXIT_BUG (70) if the multi handle cannot be made.
  */
 void http_loop_init(struct http_loop *l, long keep);
 void http_loop_free(struct http_loop *l);
-/* Add a prepared easy handle; it starts on the next http_loop_run. */
+/* Add a prepared easy handle; it starts on the next turn of http_loop_run. */
 void http_loop_add(struct http_loop *l, CURL *h);
+/* Take a running transfer out (a time limit of the caller's own passed); done() is not called. */
+void http_loop_remove(struct http_loop *l, CURL *h);
 /*
  * Run until every added transfer has finished, calling done(h, result, arg)
  * for each as it does (h is removed from the loop before the call).
  */
 void http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
     void *arg);
+/*
+ * http_loop_run for a caller with timers of its own (retries, time limits):
+ * wake(arg) runs after each turn's done() calls; it may add and remove
+ * transfers, and returns the seconds until it next needs to run, or < 0 when
+ * it expects nothing more. The loop ends when no transfer is left and wake
+ * expects nothing; the wait between turns is at most a second.
+ */
+void http_loop_drive(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
+    double (*wake)(void *arg), void *arg);
 
 /*
  * What a finished transfer means. *status gets the HTTP status (0 if none),
