@@ -61,6 +61,17 @@ fill(struct jsonl *r)
 		r->cap = r->cap ? r->cap * 2 : READ_CHUNK + 1;
 		r->data = xreallocarray(r->data, r->cap, 1);
 	}
+	/* A stream without a descriptor (fmemopen) is read through stdio: it cannot block. */
+	if (r->fd < 0) {
+		size_t got = fread(r->data + r->end, 1, r->cap - r->end - 1, r->fp);
+
+		r->end += got;
+		if (got == 0) {
+			r->eof = 1;
+			r->error = ferror(r->fp) ? EIO : 0;
+		}
+		return;
+	}
 	/* One byte stays free after the data for the NUL that ends a line. */
 	while ((n = read(r->fd, r->data + r->end, r->cap - r->end - 1)) < 0) {
 		struct pollfd p = { .fd = r->fd, .events = POLLIN };
@@ -158,7 +169,7 @@ jsonl_pending(struct jsonl *r)
 {
 	struct pollfd p = { .fd = r->fd, .events = POLLIN };
 
-	if (r->start < r->end || r->eof)
+	if (r->start < r->end || r->eof || r->fd < 0)
 		return 1;
 	return poll(&p, 1, 0) > 0;
 }

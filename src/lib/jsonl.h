@@ -9,11 +9,12 @@
  * A reader keeps its own buffer over read(2) on fp's descriptor rather than
  * reading through stdio: "is input waiting" is then bytes in that buffer or
  * poll() on the descriptor, with no peeking into a FILE's private fields.
- * Nothing else may read fp while a reader is open on it.
+ * Nothing else may read fp while a reader is open on it. A stream without
+ * a descriptor (fmemopen) is read through stdio instead, and never blocks.
  */
 struct jsonl {
 	FILE *fp;	/* its descriptor is read; its error indicator is set on a read error */
-	int fd;
+	int fd;		/* fileno(fp), or -1 */
 	char *data;	/* bytes read, [start, end) not yet returned; data[end] is ours */
 	size_t cap, start, end;
 	char *buf;	/* the line last returned, NUL-terminated (inside data) */
