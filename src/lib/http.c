@@ -192,14 +192,11 @@ int
 http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 {
 	if (r->headers == NULL) {
-		struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
+		struct curl_slist *l;
 
+		l = xalloc_check(curl_slist_append(NULL, "Content-Type: application/json"));
 		/* Expect: 100-continue only costs a round trip for small bodies. */
-		if (l == NULL || (r->headers = curl_slist_append(l, "Expect:")) == NULL) {
-			curl_slist_free_all(l);
-			snprintf(r->err, sizeof r->err, "out of memory");
-			return -1;
-		}
+		r->headers = xalloc_check(curl_slist_append(l, "Expect:"));
 	}
 	SET(h, CURLOPT_HTTPHEADER, r->headers);
 	/* A small JSON answer is not worth decompressing. */
@@ -214,10 +211,8 @@ http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 void
 http_loop_init(struct http_loop *l, long keep)
 {
-	l->multi = curl_multi_init();
+	l->multi = xalloc_check(curl_multi_init());
 	l->active = 0;
-	if (l->multi == NULL)
-		die(EXIT_BUG, "libcurl: cannot create a multi handle");
 	if (keep > 0)
 		curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
 }

@@ -57,7 +57,8 @@ void http_resp_free(struct http_resp *r);
 int http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct http_resp *r);
 /*
  * Make h a POST of a JSON body of len bytes. The body is not copied: it must
- * stay as it is until the transfer ends. Returns 0 or -1 (r->err).
+ * stay as it is until the transfer ends. Returns 0 or -1 (r->err); out of
+ * memory exits EXIT_NOMEM (71).
  */
 int http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len);
 
@@ -74,7 +75,7 @@ struct http_loop {
  * keep: idle connections kept open for later transfers (libcurl's default
  * follows how many transfers are added, so it shrinks as they finish and
  * closes connections the next batch needs); 0 leaves libcurl's default.
- * Exits EXIT_BUG (70) if the multi handle cannot be made.
+ * Out of memory exits EXIT_NOMEM (71).
  */
 void http_loop_init(struct http_loop *l, long keep);
 void http_loop_free(struct http_loop *l);
