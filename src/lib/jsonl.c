@@ -106,7 +106,10 @@ next_line(struct jsonl *r)
 		r->held = SIZE_MAX;
 	}
 	for (;;) {
-		nl = memchr(r->data + r->start + scanned, '\n', r->end - r->start - scanned);
+		size_t unscanned = r->end - r->start - scanned;
+
+		/* data is NULL before the first read: memchr must not see it. */
+		nl = unscanned > 0 ? memchr(r->data + r->start + scanned, '\n', unscanned) : NULL;
 		if (nl != NULL || r->eof)
 			break;
 		scanned = r->end - r->start;
