@@ -10,14 +10,15 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
-#include <sysexits.h>
 #include <unistd.h>
 
 #include "lib/amqp.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/spawn.h"
 #include "lib/xalloc.h"
 
 #define MAX_DEATHS_UNREAD 5	/* a child dying before reading anything this often is broken */
@@ -39,11 +40,6 @@ struct msg {
 	int retry;		/* its answer, read but not yet settled, asked for a retry */
 };
 
-/* A retry copy published but not yet confirmed: the original is acked on the confirm. */
-struct retry {
-	uint64_t seq, tag;
-};
-
 struct child {
 	pid_t pid;		/* 0: not running */
 	int in, out;		/* our ends of its stdin and stdout */
@@ -61,23 +57,23 @@ static struct {
 	long prefetch, max_deliveries, retry_ms;
 	double idle_exit, patience;
 	char **argv;
-} opt = { "orders", 64, 5, 3000, -1, -1, NULL };
+} opt = { QUEUE_DEFAULT, 64, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT, -1, -1, NULL };
 
 static struct mq mq;
-static struct child child = { .backoff = BACKOFF_INIT(0.1, 5.0) };
+static struct child child = { .backoff = BACKOFF_CHILD };
 static struct msg *head, **tail = &head;
 static long nsent, nsuspect;		/* sent to the child and unanswered; of which redelivered */
-static struct retry *retries;
-static size_t nretries, retries_cap;
+/* Retry copies published but not yet confirmed: each original is acked on its copy's confirm. */
+static struct mq_confirms retry_copies;
 static uint64_t ack_upto;		/* acks owed, up to this tag, sent as one (0: none) */
 static unsigned ack_generation;		/* the connection ack_upto belongs to */
 static long ack_count;			/* messages ack_upto stands for */
-static char *retry_queue;
+static char *retry_queue, *dead_queue;
 static volatile sig_atomic_t stop_signals;
 static int draining;			/* no new messages: finish those in flight, then exit */
 static int linked;			/* connected, declared and consuming */
 static double connect_at, lost_since = -1, last_activity;
-static struct backoff connect_backoff = BACKOFF_INIT(0.2, 10.0);
+static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 
 static void
 usage(FILE *fp, int code)
@@ -101,9 +97,7 @@ grow(void *p, size_t *cap, size_t need, size_t size)
 		return p;
 	while (*cap < need)
 		*cap = *cap ? *cap * 2 : 4096;
-	if ((p = realloc(p, *cap * size)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	return p;
+	return xreallocarray(p, *cap, size);
 }
 
 /* --- the child ------------------------------------------------------------ */
@@ -114,46 +108,28 @@ set_nonblock(int fd)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-static void __attribute__((noreturn))
-exec_child(int in, int out, int report)
-{
-	int e;
-
-	dup2(in, 0);
-	dup2(out, 1);
-	signal(SIGPIPE, SIG_DFL);
-	/* Its own process group: a terminal's ^C goes to us, and we let it finish. */
-	setpgid(0, 0);
-	execvp(opt.argv[0], opt.argv);
-	e = errno;
-	if (write(report, &e, sizeof e) < 0)
-		_exit(127);
-	_exit(127);
-}
-
-/* Start the child; an exec failure is reported through a close-on-exec pipe. */
+/*
+ * Start the child on two close-on-exec pipes. A command that cannot be run
+ * (posix_spawnp reports the failed exec) is fatal before any message is taken.
+ */
 static void
-spawn(void)
+start_child(void)
 {
-	int in[2], out[2], rep[2], e;
-	ssize_t n;
+	int in[2], out[2], rc;
+	struct spawn_fds fds;
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0)
-		die(EX_OSERR, "creating pipes for %s: %s", opt.argv[0], strerror(errno));
-	if ((child.pid = fork()) < 0)
-		die(EX_OSERR, "starting %s: %s", opt.argv[0], strerror(errno));
-	if (child.pid == 0)
-		exec_child(in[0], out[1], rep[1]);
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
+		die(EXIT_NOMEM, "creating pipes for %s: %s", opt.argv[0], strerror(errno));
+	fds = (struct spawn_fds){ .in = in[0], .out = out[1], .err = -1 };
+	rc = spawn_child(&child.pid, opt.argv, &fds, SPAWN_OWN_GROUP);
 	close(in[0]);
 	close(out[1]);
-	close(rep[1]);
-	while ((n = read(rep[0], &e, sizeof e)) < 0 && errno == EINTR)
-		;
-	close(rep[0]);
-	if (n == sizeof e) {
-		waitpid(child.pid, NULL, 0);
-		die(EX_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
-		    strerror(e));
+	if (rc != 0) {
+		close(in[1]);
+		close(out[0]);
+		child.pid = 0;
+		die(EXIT_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
+		    strerror(rc));
 	}
 	child.in = in[1];
 	child.out = out[0];
@@ -294,15 +270,14 @@ on_delivery(struct mq_event *ev)
 		return;
 	}
 	if (!valid_body(ev->body, &ev->len, &why)) {
-		warning("a message %s: dead-lettered to %s.dead without running %s", why,
-		    opt.queue, opt.argv[0]);
+		warning("a message %s: dead-lettered to %s without running %s", why,
+		    dead_queue, opt.argv[0]);
 		if (mq_reject(&mq, ev->tag, 0) < 0)
 			warning("broker: %s", mq.why);
 		free(ev->body);
 		return;
 	}
-	if ((m = calloc(1, sizeof *m)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	m = xcalloc(1, sizeof *m);
 	m->generation = mq.generation;
 	m->tag = ev->tag;
 	m->body = ev->body;
@@ -368,10 +343,7 @@ retry_later(struct msg *m)
 
 	if (mq_publish(&mq, "", retry_queue, m->body, m->len, m->attempts + 1, &seq) < 0)
 		return;	/* connection lost: the broker will redeliver the original */
-	retries = grow(retries, &retries_cap, nretries + 1, sizeof *retries);
-	retries[nretries].seq = seq;
-	retries[nretries].tag = m->tag;
-	nretries++;
+	mq_confirms_add(&retry_copies, &mq, seq, NULL, m->tag);
 }
 
 /* Send the acks owed as one basic.ack with multiple=true; a lost connection voids them. */
@@ -401,7 +373,7 @@ flush_acks(void)
  * published, and owe nothing while a confirm is outstanding (ack at once).
  */
 static void
-settle(void)
+ack_or_retry_head(void)
 {
 	struct msg *m = pop_head();
 
@@ -413,7 +385,7 @@ settle(void)
 		if (m->retry) {
 			flush_acks();
 			retry_later(m);
-		} else if (nretries == 0) {
+		} else if (retry_copies.n == 0) {
 			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
 			ack_upto = m->tag;
 			ack_generation = mq.generation;
@@ -458,7 +430,7 @@ take_answers(void)
 			warning("%s answered more lines than it was given; extra line ignored",
 			    opt.argv[0]);
 		else
-			settle();
+			ack_or_retry_head();
 		p = nl + 1;
 		last_activity = now_seconds();
 		child.deaths = child.deaths_unread = 0;
@@ -555,7 +527,7 @@ child_died(int status)
 	child.deaths_unread = blamed ? 0 : child.deaths_unread + 1;
 	/* Poison messages explain a few deaths in a row, never this many. */
 	if (++child.deaths > 2 * opt.max_deliveries + 5 || child.deaths_unread >= MAX_DEATHS_UNREAD)
-		finish(EX_UNAVAILABLE, "%s %s, %d times in a row without answering; giving up "
+		finish(EXIT_UNAVAILABLE, "%s %s, %d times in a row without answering; giving up "
 		    "(its unanswered messages go back to the queue)", opt.argv[0], how,
 		    child.deaths);
 	delay = backoff_next(&child.backoff);
@@ -600,30 +572,19 @@ lost_connection(void)
 	mq_close(&mq);
 	linked = 0;
 	forget_unsent(0);
-	nretries = 0;
+	mq_confirms_clear(&retry_copies);
 	ack_upto = 0;	/* the broker redelivers those messages */
 	lost_since = now_seconds();
 	connect_at = lost_since;
 	backoff_reset(&connect_backoff);
 }
 
-static void
-on_confirm(const struct mq_event *ev)
+/* A retry copy's confirm: ack its original; a nack means the copy may be lost, so the original goes back instead. */
+static int
+retry_copy_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
-	size_t j = 0;
-
-	for (size_t i = 0; i < nretries; i++) {
-		struct retry *r = &retries[i];
-
-		if (r->seq != ev->tag && !(ev->multiple && r->seq < ev->tag)) {
-			retries[j++] = *r;
-			continue;
-		}
-		/* A nack: the retry copy may be lost, so the original goes back instead. */
-		if ((ev->type == MQ_ACK ? mq_ack(&mq, r->tag) : mq_reject(&mq, r->tag, 1)) < 0)
-			return;
-	}
-	nretries = j;
+	(void)arg;
+	return acked ? mq_ack(&mq, w->tag) : mq_reject(&mq, w->tag, 1);
 }
 
 /* Handle what the broker sent, without blocking; stop early to let the child progress. */
@@ -642,7 +603,8 @@ broker_events(void)
 			break;
 		case MQ_ACK:
 		case MQ_NACK:
-			on_confirm(&ev);
+			/* A failed ack or reject dropped the connection: the rest are void. */
+			mq_confirms_apply(&retry_copies, &ev, retry_copy_confirmed, NULL);
 			break;
 		case MQ_RETURN:
 			/* The retry queue is gone: start over, declaring it again. */
@@ -680,11 +642,11 @@ link_up(void)
 		return;
 	}
 	if (mq.permanent)
-		finish(EX_UNAVAILABLE, "broker %s: %s", mq.target, mq.why);
+		finish(EXIT_UNAVAILABLE, "broker %s: %s", mq.target, mq.why);
 	if (lost_since < 0)
 		lost_since = now_seconds();
 	if (opt.patience >= 0 && now_seconds() - lost_since > opt.patience)
-		finish(EX_UNAVAILABLE, "broker %s unavailable for %g s: %s; messages not acked "
+		finish(EXIT_UNAVAILABLE, "broker %s unavailable for %g s: %s; messages not acked "
 		    "stay in the queue", mq.target, opt.patience, mq.why);
 	debugx("broker: %s; retrying", mq.why);
 	connect_at = now_seconds() + backoff_next(&connect_backoff);
@@ -708,8 +670,9 @@ free_all(void)
 		free_msg(pop_head());
 	free(child.wbuf);
 	free(child.rbuf);
-	free(retries);
+	mq_confirms_free(&retry_copies);
 	free(retry_queue);
+	free(dead_queue);
 }
 
 /* Exit: the child gets EOF and is waited for; what we hold and did not settle is returned. */
@@ -737,7 +700,7 @@ finish(int code, const char *fmt, ...)
 	mq_close(&mq);
 	free_all();
 	if (fflush(stdout) == EOF)
-		code = EX_IOERR;
+		code = EXIT_OUTPUT;
 	exit(code);
 }
 
@@ -746,7 +709,7 @@ finish(int code, const char *fmt, ...)
 static int
 idle_over(double now)
 {
-	return opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && nretries == 0 &&
+	return opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
 	    now - last_activity >= opt.idle_exit;
 }
 
@@ -762,7 +725,7 @@ poll_timeout(double now)
 	if (child.pid == 0 && !draining && child.restart_at - now < t)
 		t = child.restart_at - now;
 	/* The idle clock stops while disconnected: see idle_over(). */
-	if (opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && nretries == 0 &&
+	if (opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
 	    last_activity + opt.idle_exit - now < t)
 		t = last_activity + opt.idle_exit - now;
 	return t > 0 ? (int)(t * 1000) + 1 : 0;
@@ -786,7 +749,7 @@ wait_events(double now)
 		p[n++] = (struct pollfd){ .fd = mq_fd(&mq), .events = POLLIN };
 	if (poll(p, (nfds_t)n, poll_timeout(now)) < 0) {
 		if (errno != EINTR)
-			die(EX_OSERR, "poll: %s", strerror(errno));
+			die(EXIT_NOMEM, "poll: %s", strerror(errno));
 		return;
 	}
 	if (child_in >= 0 && p[child_in].revents)
@@ -798,11 +761,11 @@ wait_events(double now)
 static int
 done_draining(void)
 {
-	return draining && head == NULL && nretries == 0;
+	return draining && head == NULL && retry_copies.n == 0;
 }
 
 static void
-run(void)
+consume_loop(void)
 {
 	for (;;) {
 		double now = now_seconds();
@@ -811,16 +774,16 @@ run(void)
 		if (linked && !mq_connected(&mq))
 			lost_connection();
 		if (stop_signals > 1 && draining)
-			finish(0, "second signal: returning %ld unanswered messages to the queue",
+			finish(EXIT_OK, "second signal: returning %ld unanswered messages to the queue",
 			    nsent);
 		if ((stop_signals > 0 || idle_over(now)) && !draining)
 			start_draining();
 		if (done_draining() || (draining && !mq_connected(&mq) && nsent == 0))
-			finish(0, NULL);
+			finish(EXIT_OK, NULL);
 		if (!mq_connected(&mq) && !draining && now >= connect_at)
 			link_up();
 		if (child.pid == 0 && !draining && now >= child.restart_at)
-			spawn();
+			start_child();
 		feed_child();
 		write_child();
 		wait_events(now);
@@ -854,18 +817,18 @@ parse_options(int argc, char **argv)
 		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
 		case 'i': opt.idle_exit = option_seconds("--idle-exit", optarg, 1e9); break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 1e9); break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(0);
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind >= argc) {
 		warning("a COMMAND to run is required");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (*opt.queue == '\0' || strlen(opt.queue) > 200) {
 		warning("option -q: a queue name has 1 to 200 bytes");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	opt.argv = argv + optind;
 }
@@ -874,14 +837,10 @@ int
 main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	size_t n;
-
 	log_init(argv[0]);
 	parse_options(argc, argv);
-	n = strlen(opt.queue) + 32;
-	if ((retry_queue = malloc(n)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	snprintf(retry_queue, n, "%s.retry.%ld", opt.queue, opt.retry_ms);
+	retry_queue = queue_retry_name(opt.queue, opt.retry_ms);
+	dead_queue = queue_dead_name(opt.queue);
 	/* No SA_RESTART: a signal must interrupt poll() so shutdown starts at once. */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -890,7 +849,7 @@ main(int argc, char **argv)
 	mq_init(&mq, MQ_HEARTBEAT, 1);
 	child.in = child.out = -1;
 	/* The child first: a command that cannot run must not take any message. */
-	spawn();
+	start_child();
 	last_activity = now_seconds();
-	run();
+	consume_loop();
 }

@@ -5,12 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "lib/amqp.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
@@ -20,8 +20,7 @@ struct line {
 	long lineno;
 	char *body;
 	size_t len;
-	uint64_t seq;		/* confirm sequence number on channel `generation` */
-	unsigned generation;	/* 0: not published on the current connection */
+	unsigned generation;	/* the connection it was published on; 0: not published since its nack */
 	int nacks;
 	int done;		/* confirmed, or given up after MAX_NACKS */
 };
@@ -29,13 +28,15 @@ struct line {
 struct batch {
 	struct line *v;
 	size_t n, cap, left;	/* left: published or not, not yet done */
+	struct mq_confirms waits;	/* lines published and awaiting their confirm */
+	int again;		/* a nack asked for some line to be published again */
 };
 
 static struct {
 	const char *queue, *exchange, *key;
 	long max_deliveries;
 	double patience;
-} opt = { "orders", NULL, NULL, 5, 30 };
+} opt = { QUEUE_DEFAULT, NULL, NULL, MAX_DELIVERIES_DEFAULT, 30 };
 
 static struct mq mq;
 static long confirmed, returned, refused, bad_lines;
@@ -60,9 +61,9 @@ give_up(const struct batch *b, const char *why)
 			break;
 		}
 	if (first < 0)
-		die(EX_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed, nothing else was "
+		die(EXIT_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed, nothing else was "
 		    "read", mq.target, why, confirmed);
-	die(EX_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed; line %ld and the lines "
+	die(EXIT_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed; line %ld and the lines "
 	    "after it were not (some may have reached the queue)", mq.target, why, confirmed, first);
 }
 
@@ -95,7 +96,7 @@ wait_input(struct jsonl *r)
 {
 	while (!jsonl_pending(r)) {
 		struct pollfd p[2] = {
-			{ .fd = fileno(r->fp), .events = POLLIN },
+			{ .fd = r->fd, .events = POLLIN },
 			{ .fd = mq_fd(&mq), .events = POLLIN },
 		};
 		struct mq_event ev;
@@ -126,8 +127,7 @@ add_line(struct batch *b, long lineno, const char *s, size_t n)
 	memset(l, 0, sizeof *l);
 	l->lineno = lineno;
 	l->len = n;
-	if ((l->body = malloc(n + 1)) == NULL)
-		die(EX_SOFTWARE, "out of memory at line %ld", lineno);
+	l->body = xmalloc(n + 1);
 	memcpy(l->body, s, n);
 	b->left++;
 }
@@ -167,44 +167,39 @@ publish_unsent(struct batch *b)
 
 	for (size_t i = 0; i < b->n; i++) {
 		struct line *l = &b->v[i];
+		uint64_t seq;
 
 		if (l->done || l->generation == mq.generation)
 			continue;
-		if (mq_publish(&mq, exchange, key, l->body, l->len, 0, &l->seq) < 0)
+		if (mq_publish(&mq, exchange, key, l->body, l->len, 0, &seq) < 0)
 			return -1;
 		l->generation = mq.generation;
+		mq_confirms_add(&b->waits, &mq, seq, l, 0);
 	}
 	return 0;
 }
 
-/* Apply an ack or nack to the lines it covers; 1 if some line must be published again. */
+/* A line's confirm: an ack counts it; a nack has it published again, up to MAX_NACKS times. */
 static int
-settle(struct batch *b, const struct mq_event *ev)
+line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
-	int again = 0;
+	struct batch *b = arg;
+	struct line *l = w->item;
 
-	for (size_t i = 0; i < b->n; i++) {
-		struct line *l = &b->v[i];
-
-		if (l->done || l->generation != mq.generation)
-			continue;
-		if (l->seq != ev->tag && !(ev->multiple && l->seq < ev->tag))
-			continue;
-		if (ev->type == MQ_ACK) {
-			l->done = 1;
-			confirmed++;
-		} else if (++l->nacks >= MAX_NACKS) {
-			warn_line(l->lineno, "the broker refused it %d times; not published", l->nacks);
-			l->done = 1;
-			refused++;
-		} else {
-			l->generation = 0;
-			again = 1;
-			continue;
-		}
-		b->left--;
+	if (acked) {
+		l->done = 1;
+		confirmed++;
+	} else if (++l->nacks >= MAX_NACKS) {
+		warn_line(l->lineno, "the broker refused it %d times; not published", l->nacks);
+		l->done = 1;
+		refused++;
+	} else {
+		l->generation = 0;
+		b->again = 1;
+		return 0;
 	}
-	return again;
+	b->left--;
+	return 0;
 }
 
 /* Read confirms until every line is settled: 0; 1: republish some; -1: connection lost. */
@@ -222,7 +217,9 @@ await_confirms(struct batch *b)
 		case MQ_ACK:
 		case MQ_NACK:
 			quiet_since = now_seconds();
-			if (settle(b, &ev))
+			b->again = 0;
+			mq_confirms_apply(&b->waits, &ev, line_confirmed, b);
+			if (b->again)
 				return 1;
 			break;
 		case MQ_RETURN:
@@ -249,7 +246,7 @@ await_confirms(struct batch *b)
 static void
 confirm_batch(struct batch *b)
 {
-	struct backoff nack_wait = BACKOFF_INIT(0.1, 2.0);
+	struct backoff nack_wait = BACKOFF_MQ_NACK;
 	double lost_at = -1;
 
 	for (;;) {
@@ -304,26 +301,26 @@ parse_options(int argc, char **argv, long *batch)
 		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
 		case 'b': *batch = option_long("--batch", optarg, 1, 65536); break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 86400); break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(0);
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (optind != argc) {
 		warning("unexpected argument \"%s\"", argv[optind]);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (opt.exchange != NULL && queue_given) {
 		warning("-q and -e exclude each other");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if ((opt.exchange == NULL) != (opt.key == NULL)) {
 		warning("-e EXCHANGE and -k ROUTING_KEY go together");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (opt.exchange == NULL && (*opt.queue == '\0' || strlen(opt.queue) > 200)) {
 		warning("option -q: a queue name has 1 to 200 bytes");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 }
 
@@ -338,8 +335,7 @@ main(int argc, char **argv)
 	log_init(argv[0]);
 	parse_options(argc, argv, &batch);
 	b.cap = (size_t)batch;
-	if ((b.v = calloc(b.cap, sizeof *b.v)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	b.v = xcalloc(b.cap, sizeof *b.v);
 	mq_init(&mq, MQ_HEARTBEAT, 1);
 	if (link_up(&b) < 0)
 		give_up(&b, "unavailable");
@@ -350,14 +346,15 @@ main(int argc, char **argv)
 			confirm_batch(&b);
 		clear(&b);
 	}
-	if (ferror(stdin))
-		die(EX_IOERR, "reading standard input: %s; %ld lines before line %ld were "
-		    "confirmed", strerror(errno), confirmed, r.lineno + 1);
+	if (r.error != 0)
+		die(EXIT_OUTPUT, "reading standard input: %s; %ld lines before line %ld were "
+		    "confirmed", strerror(r.error), confirmed, r.lineno + 1);
 	jsonl_close(&r);
 	free(b.v);
+	mq_confirms_free(&b.waits);
 	mq_close(&mq);
 	if (returned > 0 || refused > 0)
-		die(EX_UNAVAILABLE, "%ld lines were confirmed; %ld were returned unroutable and "
+		die(EXIT_UNAVAILABLE, "%ld lines were confirmed; %ld were returned unroutable and "
 		    "%ld refused by the broker", confirmed - returned, returned, refused);
-	return bad_lines > 0 ? EX_DATAERR : 0;
+	return bad_lines > 0 ? EXIT_BAD_INPUT : EXIT_OK;
 }

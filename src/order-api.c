@@ -227,18 +227,16 @@ placer_idle(struct placer *p)
 		warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
 }
 
-static void
-settle(struct req **v, size_t n, const struct mq_event *ev, size_t *left)
+/* An order's confirm: it is published if acked and not returned unrouted. */
+static int
+order_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
-	for (size_t i = 0; i < n; i++) {
-		struct req *r = v[i];
+	struct req *r = w->item;
 
-		if (r->settled || (r->seq != ev->tag && !(ev->multiple && r->seq < ev->tag)))
-			continue;
-		r->settled = 1;
-		r->published = ev->type == MQ_ACK && r->published >= 0;
-		(*left)--;
-	}
+	(void)arg;
+	r->settled = 1;
+	r->published = acked && r->published >= 0;
+	return 0;
 }
 
 /* A mandatory message came back unrouted: its ack will follow, but it is not in the queue. */
@@ -255,11 +253,13 @@ returned(struct req **v, size_t n, const struct mq_event *ev)
 static void
 publish(struct placer *p, struct req **v, size_t n)
 {
+	/* Reused batch after batch: publishing allocates nothing once it has grown. */
+	static struct mq_confirms waits;
 	double deadline = now_seconds() + CONFIRM_WAIT;
-	size_t left = 0;
 
 	if (n == 0 || placer_mq(p) < 0)
 		return;
+	mq_confirms_clear(&waits);
 	for (size_t i = 0; i < n; i++) {
 		if (mq_publish(&p->mq, "", opt.queue, v[i]->line, strlen(v[i]->line), 0,
 		    &v[i]->seq) < 0) {
@@ -268,30 +268,30 @@ publish(struct placer *p, struct req **v, size_t n)
 			mq_close(&p->mq);
 			return;
 		}
-		left++;
+		mq_confirms_add(&waits, &p->mq, v[i]->seq, v[i], 0);
 	}
-	while (left > 0 && now_seconds() < deadline) {
+	while (waits.n > 0 && now_seconds() < deadline) {
 		struct mq_event ev;
 
 		mq_next_event(&p->mq, deadline - now_seconds(), &ev);
 		if (ev.type == MQ_ACK || ev.type == MQ_NACK)
-			settle(v, n, &ev, &left);
+			mq_confirms_apply(&waits, &ev, order_confirmed, NULL);
 		else if (ev.type == MQ_RETURN)
 			returned(v, n, &ev);
 		free(ev.body);
 		if (ev.type == MQ_CLOSED) {
 			warning("broker %s: %s; %zu orders were not confirmed and stay pending for"
-			    " order-sweep", p->mq.target, p->mq.why, left);
+			    " order-sweep", p->mq.target, p->mq.why, waits.n);
 			return;
 		}
 	}
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->published < 0)
 			v[i]->published = 0;
-	if (left > 0) {
+	if (waits.n > 0) {
 		/* Confirms that never came: start over on a fresh channel. */
 		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
-		    " pending for order-sweep", p->mq.target, left, CONFIRM_WAIT);
+		    " pending for order-sweep", p->mq.target, waits.n, CONFIRM_WAIT);
 		mq_close(&p->mq);
 	}
 }

@@ -1,13 +1,12 @@
 /* vendor-fetch: fetch every vendor's stock in parallel and write it as JSON lines, one block per vendor. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,7 +16,9 @@
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
+#include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/spawn.h"
 #include "lib/utf8.h"
 #include "lib/xalloc.h"
 
@@ -102,7 +103,7 @@ put_value(const cJSON *v)
 	}
 	/* Other numbers, true, false, null: cJSON's own spelling. */
 	if (!cJSON_PrintPreallocated((cJSON *)v, opt.fmt, sizeof opt.fmt, 0))
-		die(EX_SOFTWARE, "cannot format a number");
+		die(EXIT_BUG, "cannot format a number");
 	fputs_unlocked(opt.fmt, stdout);
 }
 
@@ -358,8 +359,8 @@ parse_jq_output(struct vendor *v, const char *buf, size_t len)
 		p = stop;
 		if (list == NULL && cJSON_IsArray(val) && all_blank(p, end))
 			return val;
-		if (list == NULL && (list = cJSON_CreateArray()) == NULL)
-			die(EX_SOFTWARE, "out of memory");
+		if (list == NULL)
+			list = xalloc_check(cJSON_CreateArray());
 		cJSON_AddItemToArray(list, val);
 	}
 	if (list == NULL)
@@ -407,42 +408,24 @@ jq_complaint(struct vendor *v, FILE *err, int status)
 static cJSON *
 run_filter(struct vendor *v)
 {
-	extern char **environ;
 	FILE *in = tmpfile(), *err = tmpfile();
-	char *prog = NULL;
 	struct buf out = { .max = opt.lim.max_bytes };
 	char *argv[] = { "jq", "-c", NULL, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t dfl;
+	struct spawn_fds fds;
 	cJSON *items = NULL;
 	int pfd[2] = { -1, -1 }, status = 0, rc;
 	pid_t pid;
 
 	/* jq 1.6 takes a program starting with '-' for an option; a space is harmless. */
-	if (asprintf(&prog, " %s", opt.filter) < 0)
-		die(EX_SOFTWARE, "out of memory");
-	argv[2] = prog;
+	argv[2] = xasprintf(" %s", opt.filter);
 	if (in == NULL || err == NULL ||
 	    fwrite(v->resp.body.data, 1, v->resp.body.len, in) != v->resp.body.len ||
-	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe(pfd) < 0) {
+	    fflush(in) != 0 || lseek(fileno(in), 0, SEEK_SET) != 0 || pipe2(pfd, O_CLOEXEC) < 0) {
 		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
 		goto done;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, fileno(in), 0);
-	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, fileno(err), 2);
-	posix_spawn_file_actions_addclose(&fa, pfd[0]);
-	/* We ignore SIGPIPE for our own output; jq should not inherit that. */
-	posix_spawnattr_init(&attr);
-	sigemptyset(&dfl);
-	sigaddset(&dfl, SIGPIPE);
-	posix_spawnattr_setsigdefault(&attr, &dfl);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
-	rc = posix_spawnp(&pid, "jq", &fa, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
+	fds = (struct spawn_fds){ .in = fileno(in), .out = pfd[1], .err = fileno(err) };
+	rc = spawn_child(&pid, argv, &fds, 0);
 	close(pfd[1]);
 	if (rc != 0) {
 		snprintf(v->why, sizeof v->why, "--filter: cannot run jq: %s", strerror(rc));
@@ -470,7 +453,7 @@ done:
 	if (err != NULL)
 		fclose(err);
 	buf_free(&out);
-	free(prog);
+	free(argv[2]);
 	return items;
 }
 
@@ -498,51 +481,56 @@ deliver(struct vendor *v)
 
 /* --- transfers ---------------------------------------------------------------- */
 
-static void
-start(CURLM *m, struct vendor *v)
-{
-	CURLMcode mc;
+/* Every vendor, and the loop (lib/http.c's) that carries their transfers. */
+struct fetch {
+	struct vendor *vs;
+	size_t n;
+	struct http_loop loop;
+};
 
+static void
+start(struct fetch *f, struct vendor *v)
+{
 	struct http_limits lim = opt.lim;
 
 	/* The attempt's time limit is kept here, where time spent writing is known. */
 	lim.timeout = 0;
 	if (http_prepare(v->h, v->url, &lim, &v->resp) < 0)
-		die(EX_SOFTWARE, "%s: %s", v->name, v->resp.err);
+		die(EXIT_BUG, "%s: %s", v->name, v->resp.err);
 	v->attempts++;
 	v->state = RUNNING;
 	v->deadline = now_seconds() + opt.lim.timeout;
 	clock_gettime(CLOCK_REALTIME, &v->started);
-	if ((mc = curl_multi_add_handle(m, v->h)) != CURLM_OK)
-		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+	http_loop_add(&f->loop, v->h);
 	debugx("%s: attempt %d: GET %s", v->name, v->attempts, v->shown);
 }
 
+/* No lines for this vendor: say why, after how many attempts. */
 static void
-fail(struct vendor *v)
+give_up_vendor(struct vendor *v)
 {
 	v->state = FAILED;
 	warning("%s: %s after %d attempt%s; no lines written for %s", v->name, v->why,
 	    v->attempts, v->attempts == 1 ? "" : "s", v->name);
 }
 
+/* An attempt ended, its handle out of the loop: write its block, or retry later, or give up. */
 static void
-finished(CURLM *m, struct vendor *v, CURLcode rc)
+finished(struct vendor *v, CURLcode rc)
 {
 	enum http_outcome o;
 	long status;
 	double delay;
 
-	curl_multi_remove_handle(m, v->h);
 	o = http_result(v->h, rc, &v->resp, &status, v->why, sizeof v->why);
 	if (o == HTTP_OK) {
 		v->state = deliver(v) == 0 ? DONE : FAILED;
 		if (v->state == FAILED)
-			fail(v);
+			give_up_vendor(v);
 		return;
 	}
 	if (o == HTTP_PERMANENT || v->attempts > opt.retries) {
-		fail(v);
+		give_up_vendor(v);
 		return;
 	}
 	delay = http_retry_delay(&v->backoff, &v->resp);
@@ -551,100 +539,88 @@ finished(CURLM *m, struct vendor *v, CURLcode rc)
 	v->retry_at = now_seconds() + delay;
 }
 
-static void
-start_due(CURLM *m, struct vendor *vs, size_t n)
-{
-	double now = now_seconds();
-
-	for (size_t i = 0; i < n; i++)
-		if (vs[i].state == WAITING && vs[i].retry_at <= now)
-			start(m, &vs[i]);
-}
-
-/* Milliseconds until the next retry or time-out is due, at most a second. */
-static long
-next_due_ms(const struct vendor *vs, size_t n)
-{
-	double now = now_seconds(), next = now + 1.0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (vs[i].state == WAITING && vs[i].retry_at < next)
-			next = vs[i].retry_at;
-		if (vs[i].state == RUNNING && vs[i].deadline < next)
-			next = vs[i].deadline;
-	}
-	return next > now ? (long)ceil((next - now) * 1000) : 0;
-}
-
-static void
-expire(CURLM *m, struct vendor *vs, size_t n, size_t *open)
-{
-	double now = now_seconds();
-
-	for (size_t i = 0; i < n; i++) {
-		if (vs[i].state != RUNNING || vs[i].deadline > now)
-			continue;
-		snprintf(vs[i].resp.err, sizeof vs[i].resp.err, "timed out after %g s",
-		    opt.lim.timeout);
-		finished(m, &vs[i], CURLE_OPERATION_TIMEDOUT);
-		if (vs[i].state == FAILED)
-			(*open)--;
-	}
-}
-
 /*
  * While a block is written (or filtered) the transfers still running are not
  * read; that time is not theirs, so their deadlines move on by as much.
  */
 static void
-stalled(struct vendor *vs, size_t n, double seconds)
+stalled(struct fetch *f, double seconds)
 {
-	for (size_t i = 0; i < n; i++)
-		if (vs[i].state == RUNNING)
-			vs[i].deadline += seconds;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->vs[i].state == RUNNING)
+			f->vs[i].deadline += seconds;
+}
+
+/* The loop's done(): a vendor's transfer ended. */
+static void
+transfer_done(CURL *h, CURLcode rc, void *arg)
+{
+	struct fetch *f = arg;
+	struct vendor *v;
+	double t0 = now_seconds();
+
+	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&v);
+	finished(v, rc);
+	stalled(f, now_seconds() - t0);
+}
+
+/* Attempts past their time limit end as timed out. */
+static void
+expire(struct fetch *f)
+{
+	double now = now_seconds();
+
+	for (size_t i = 0; i < f->n; i++) {
+		struct vendor *v = &f->vs[i];
+
+		if (v->state != RUNNING || v->deadline > now)
+			continue;
+		http_loop_remove(&f->loop, v->h);
+		snprintf(v->resp.err, sizeof v->resp.err, "timed out after %g s", opt.lim.timeout);
+		finished(v, CURLE_OPERATION_TIMEDOUT);
+	}
+}
+
+/*
+ * The loop's wake(): time limits enforced and due retries started. Returns
+ * the seconds until the next retry or time limit, or -1 once every vendor is
+ * done or failed.
+ */
+static double
+vendors_due(void *arg)
+{
+	struct fetch *f = arg;
+	double now, next;
+	int open = 0;
+
+	expire(f);
+	now = now_seconds();
+	for (size_t i = 0; i < f->n; i++)
+		if (f->vs[i].state == WAITING && f->vs[i].retry_at <= now)
+			start(f, &f->vs[i]);
+	next = now + 1.0;
+	for (size_t i = 0; i < f->n; i++) {
+		const struct vendor *v = &f->vs[i];
+
+		if (v->state == WAITING && v->retry_at < next)
+			next = v->retry_at;
+		if (v->state == RUNNING && v->deadline < next)
+			next = v->deadline;
+		open += v->state == WAITING || v->state == RUNNING;
+	}
+	if (open == 0)
+		return -1;
+	return next > now ? next - now : 0;
 }
 
 static void
 fetch_all(struct vendor *vs, size_t n)
 {
-	CURLM *m = curl_multi_init();
-	size_t open = n;
+	struct fetch f = { .vs = vs, .n = n };
 
-	if (m == NULL)
-		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
-	while (open > 0) {
-		long wait_ms, curl_ms = -1;
-		int running, left;
-		double t0;
-		CURLMsg *msg;
-		CURLMcode mc;
-
-		start_due(m, vs, n);
-		if ((mc = curl_multi_perform(m, &running)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
-		while ((msg = curl_multi_info_read(m, &left)) != NULL) {
-			struct vendor *v;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&v);
-			t0 = now_seconds();
-			finished(m, v, msg->data.result);
-			stalled(vs, n, now_seconds() - t0);
-			if (v->state == DONE || v->state == FAILED)
-				open--;
-		}
-		expire(m, vs, n, &open);
-		if (open == 0)
-			break;
-		wait_ms = next_due_ms(vs, n);
-		curl_multi_timeout(m, &curl_ms);
-		if (curl_ms >= 0 && curl_ms < wait_ms)
-			wait_ms = curl_ms;
-		if ((mc = curl_multi_poll(m, NULL, 0, (int)wait_ms, NULL)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
-	}
-	curl_multi_cleanup(m);
+	http_loop_init(&f.loop, 0);
+	http_loop_drive(&f.loop, transfer_done, vendors_due, &f);
+	http_loop_free(&f.loop);
 }
 
 /* --- setup ---------------------------------------------------------------------- */
@@ -655,32 +631,30 @@ vendor_init(struct vendor *v, const char *arg, const char *base)
 	const char *eq = strchr(arg, '='), *why;
 
 	memset(v, 0, sizeof *v);
-	v->name = eq ? strndup(arg, (size_t)(eq - arg)) : strdup(arg);
-	if (v->name == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	v->name = eq ? xstrndup(arg, (size_t)(eq - arg)) : xstrdup(arg);
 	if (v->name[0] == '\0') {
 		warning("\"%s\": the vendor name is empty", arg);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (eq != NULL)
-		v->url = strdup(eq + 1);
+		v->url = xstrdup(eq + 1);
 	else if (base == NULL) {
 		warning("%s: no URL: give --base, set VENDOR_BASE_URL, or write %s=URL", v->name,
 		    v->name);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	} else
 		v->url = http_vendor_url(base, v->name, "stock");
-	if (v->url == NULL || (v->shown = config_redact_url(v->url)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	/* base passed http_url_check in main(), so only memory can be missing here. */
+	xalloc_check(v->url);
+	v->shown = xalloc_check(config_redact_url(v->url));
 	if (http_url_check(v->url, &why) < 0) {
 		warning("%s: URL \"%s\" %s", v->name, v->shown, why);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
-	if ((v->h = curl_easy_init()) == NULL)
-		die(EX_SOFTWARE, "libcurl: cannot create a handle");
+	v->h = xalloc_check(curl_easy_init());
 	curl_easy_setopt(v->h, CURLOPT_PRIVATE, v);
 	http_resp_init(&v->resp, opt.lim.max_bytes);
-	v->backoff = (struct backoff)BACKOFF_INIT(0.2, 5.0);
+	v->backoff = (struct backoff)BACKOFF_HTTP;
 	v->state = WAITING;
 }
 
@@ -701,7 +675,7 @@ no_duplicates(struct vendor *vs, size_t n)
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(vs[i].name, vs[j].name) == 0) {
 				warning("%s: vendor named twice", vs[i].name);
-				usage(stderr, EX_USAGE);
+				usage(stderr, EXIT_USAGE);
 			}
 }
 
@@ -734,32 +708,31 @@ main(int argc, char **argv)
 			    64L << 30);
 			break;
 		case 'f': opt.filter = optarg; break;
-		case 'h': usage(stdout, 0); break;
-		case 'V': puts(OA_VERSION); return 0;
-		default: usage(stderr, EX_USAGE);
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'V': puts(OA_VERSION); return EXIT_OK;
+		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (opt.lim.timeout < 0.001)
-		die(EX_USAGE, "option --timeout: must be more than 0 seconds");
+		die(EXIT_USAGE, "option --timeout: must be more than 0 seconds");
 	if (opt.lim.connect_timeout > opt.lim.timeout)
 		opt.lim.connect_timeout = opt.lim.timeout;
 	if (optind == argc) {
 		warning("no vendor given");
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	if (base != NULL && http_url_check(base, &why) < 0) {
 		char *shown = config_redact_url(base);
 
 		warning("base URL \"%s\" %s", shown ? shown : "", why);
 		free(shown);
-		usage(stderr, EX_USAGE);
+		usage(stderr, EXIT_USAGE);
 	}
 	/* A closed pipe is a write error (exit 74), not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
 	n = (size_t)(argc - optind);
-	if ((vs = calloc(n, sizeof *vs)) == NULL)
-		die(EX_SOFTWARE, "out of memory");
+	vs = xcalloc(n, sizeof *vs);
 	for (size_t i = 0; i < n; i++)
 		vendor_init(&vs[i], argv[optind + i], base);
 	no_duplicates(vs, n);
@@ -771,5 +744,5 @@ main(int argc, char **argv)
 	free(vs);
 	http_global_cleanup();
 	out_flush("every vendor's block was written");
-	return failed ? EX_UNAVAILABLE : 0;
+	return failed ? EXIT_UNAVAILABLE : EXIT_OK;
 }

@@ -5,13 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include <amqp_tcp_socket.h>
 
 #include "config.h"
 #include "log.h"
+#include "policy.h"
 #include "retry.h"
+#include "xalloc.h"
 
 #define CHANNEL		1
 #define FRAME_MAX	131072
@@ -36,8 +37,9 @@ mq_connected(const struct mq *m)
 	return m->conn != NULL;
 }
 
+/* Say in m->why what went wrong, for the caller's message. */
 static void
-fail(struct mq *m, const char *fmt, ...)
+set_why(struct mq *m, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -75,17 +77,17 @@ server_closed(struct mq *m, const char *doing, amqp_method_t *method)
 		amqp_connection_close_ok_t ok = { 0 };
 
 		m->code = c->reply_code;
-		fail(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		set_why(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		amqp_send_method(m->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 	} else if (method->id == AMQP_CHANNEL_CLOSE_METHOD) {
 		amqp_channel_close_t *c = method->decoded;
 		amqp_channel_close_ok_t ok = { 0 };
 
 		m->code = c->reply_code;
-		fail(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		set_why(m, "%s: %.*s", doing, (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		amqp_send_method(m->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
 	} else {
-		fail(m, "%s: unexpected %s from the broker", doing, amqp_method_name(method->id));
+		set_why(m, "%s: unexpected %s from the broker", doing, amqp_method_name(method->id));
 	}
 }
 
@@ -100,10 +102,10 @@ reply_ok(struct mq *m, amqp_rpc_reply_t r, const char *doing)
 		server_closed(m, doing, &r.reply);
 		return 0;
 	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		fail(m, "%s: %s", doing, amqp_error_string2(r.library_error));
+		set_why(m, "%s: %s", doing, amqp_error_string2(r.library_error));
 		return 0;
 	default:
-		fail(m, "%s: no reply from the broker", doing);
+		set_why(m, "%s: no reply from the broker", doing);
 		return 0;
 	}
 }
@@ -192,11 +194,11 @@ open_socket(struct mq *m, const struct amqp_connection_info *info)
 	amqp_socket_t *s;
 	int rc;
 
-	if ((m->conn = amqp_new_connection()) == NULL || (s = amqp_tcp_socket_new(m->conn)) == NULL)
-		die(EX_SOFTWARE, "out of memory creating an AMQP connection");
+	m->conn = xalloc_check(amqp_new_connection());
+	s = xalloc_check(amqp_tcp_socket_new(m->conn));
 	rc = amqp_socket_open_noblock(s, info->host, info->port, &connect_tv);
 	if (rc != AMQP_STATUS_OK) {
-		fail(m, "cannot connect to %s: %s", m->target, amqp_error_string2(rc));
+		set_why(m, "cannot connect to %s: %s", m->target, amqp_error_string2(rc));
 		return -1;
 	}
 	amqp_set_rpc_timeout(m->conn, &rpc_tv);
@@ -207,16 +209,14 @@ int
 mq_connect(struct mq *m)
 {
 	struct amqp_connection_info info;
-	char *url = strdup(config_amqp_url());	/* amqp_parse_url writes into its argument */
+	char *url = xstrdup(config_amqp_url());	/* amqp_parse_url writes into its argument */
 	int rc = -1;
 
-	if (url == NULL)
-		die(EX_SOFTWARE, "out of memory");
 	m->code = 0;
 	m->permanent = 0;
 	drop(m);
 	if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || info.ssl) {
-		fail(m, "RABBITMQ_URL %s is not an amqp://user:pass@host:port/vhost URL", m->target);
+		set_why(m, "RABBITMQ_URL %s is not an amqp://user:pass@host:port/vhost URL", m->target);
 		m->permanent = 1;
 		goto out;
 	}
@@ -241,7 +241,7 @@ out:
 int
 mq_connect_retry(struct mq *m, double patience, volatile int *stop)
 {
-	struct backoff b = BACKOFF_INIT(0.2, 5.0);
+	struct backoff b = BACKOFF_MQ_CONNECT;
 	double deadline = now_seconds() + patience;
 	int warned = 0;
 
@@ -331,9 +331,9 @@ declare_failed(struct mq *m, const char *queue)
 		return -1;
 	m->permanent = 1;
 	if (m->code == AMQP_ACCESS_REFUSED)
-		fail(m, "queue %s: %s", queue, why);
+		set_why(m, "queue %s: %s", queue, why);
 	else
-		fail(m, "queue %s exists with other arguments (%s); declare it the same way "
+		set_why(m, "queue %s exists with other arguments (%s); declare it the same way "
 		    "(same --max-deliveries) or, once it is drained, delete it "
 		    "(rabbitmqctl delete_queue %s)", queue, why, queue);
 	return -2;
@@ -355,16 +355,11 @@ reopen_channel(struct mq *m)
 int
 mq_declare(struct mq *m, const struct mq_topology *t)
 {
-	size_t n = strlen(t->queue) + 32;
-	char *dead = malloc(n), *retry = malloc(n);
+	char *dead = queue_dead_name(t->queue), *retry = queue_retry_name(t->queue, t->retry_ms);
 	int rc = 0;
 
-	if (dead == NULL || retry == NULL)
-		die(EX_SOFTWARE, "out of memory");
-	snprintf(dead, n, "%s.dead", t->queue);
-	snprintf(retry, n, "%s.retry.%ld", t->queue, t->retry_ms);
 	if (m->conn == NULL) {
-		fail(m, "not connected");
+		set_why(m, "not connected");
 		rc = -1;
 	} else if (t->if_absent && declare_main(m, t, dead, 1) == 0) {
 		/* It exists: whoever made it chose its arguments. */
@@ -386,7 +381,7 @@ int
 mq_check_exchange(struct mq *m, const char *exchange)
 {
 	if (m->conn == NULL) {
-		fail(m, "not connected");
+		set_why(m, "not connected");
 		return -1;
 	}
 	amqp_exchange_declare(m->conn, CHANNEL, amqp_cstring_bytes(exchange),
@@ -397,7 +392,7 @@ mq_check_exchange(struct mq *m, const char *exchange)
 	if (m->code != AMQP_NOT_FOUND && m->code != AMQP_ACCESS_REFUSED)
 		return -1;
 	m->permanent = 1;
-	fail(m, "exchange \"%s\" does not exist (or is not ours to use); declare it and "
+	set_why(m, "exchange \"%s\" does not exist (or is not ours to use); declare it and "
 	    "its bindings first", exchange);
 	return -2;
 }
@@ -412,7 +407,7 @@ mq_publish(struct mq *m, const char *exchange, const char *key, const char *body
 	int rc;
 
 	if (m->conn == NULL) {
-		fail(m, "not connected");
+		set_why(m, "not connected");
 		return -1;
 	}
 	memset(&p, 0, sizeof p);
@@ -427,7 +422,7 @@ mq_publish(struct mq *m, const char *exchange, const char *key, const char *body
 	rc = amqp_basic_publish(m->conn, CHANNEL, amqp_cstring_bytes(exchange),
 	    amqp_cstring_bytes(key), 1, 0, &p, b);
 	if (rc != AMQP_STATUS_OK) {
-		fail(m, "publishing: %s", amqp_error_string2(rc));
+		set_why(m, "publishing: %s", amqp_error_string2(rc));
 		drop(m);
 		return -1;
 	}
@@ -441,7 +436,7 @@ mq_consume(struct mq *m, const char *queue, int prefetch)
 	amqp_basic_consume_ok_t *ok;
 
 	if (m->conn == NULL) {
-		fail(m, "not connected");
+		set_why(m, "not connected");
 		return -1;
 	}
 	amqp_basic_qos(m->conn, CHANNEL, 0, (uint16_t)prefetch, 0);
@@ -474,7 +469,7 @@ mq_cancel(struct mq *m)
 	c.consumer_tag.len = m->consumer_tag_len;
 	rc = amqp_send_method(m->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &c);
 	if (rc != AMQP_STATUS_OK) {
-		fail(m, "cancelling the consumer: %s", amqp_error_string2(rc));
+		set_why(m, "cancelling the consumer: %s", amqp_error_string2(rc));
 		drop(m);
 		return -1;
 	}
@@ -486,7 +481,7 @@ sent(struct mq *m, int rc, const char *doing)
 {
 	if (rc == AMQP_STATUS_OK)
 		return 0;
-	fail(m, "%s: %s", doing, amqp_error_string2(rc));
+	set_why(m, "%s: %s", doing, amqp_error_string2(rc));
 	drop(m);
 	return -1;
 }
@@ -557,8 +552,7 @@ read_content(struct mq *m, struct mq_event *ev)
 		return 0;
 	}
 	ev->len = msg.body.len;
-	if ((ev->body = malloc(ev->len + 1)) == NULL)
-		die(EX_SOFTWARE, "out of memory reading a message of %zu bytes", ev->len);
+	ev->body = xmalloc(ev->len + 1);
 	if (ev->len > 0)
 		memcpy(ev->body, msg.body.bytes, ev->len);
 	ev->body[ev->len] = '\0';
@@ -598,7 +592,7 @@ method_event(struct mq *m, amqp_method_t *method, struct mq_event *ev)
 	case AMQP_BASIC_RETURN_METHOD: {
 		amqp_basic_return_t *r = method->decoded;
 
-		fail(m, "%.*s", (int)r->reply_text.len, (char *)r->reply_text.bytes);
+		set_why(m, "%.*s", (int)r->reply_text.len, (char *)r->reply_text.bytes);
 		ev->type = MQ_RETURN;
 		return read_content(m, ev);
 	}
@@ -640,13 +634,13 @@ mq_next_event(struct mq *m, double timeout, struct mq_event *ev)
 		return 0;
 	}
 	if (rc != AMQP_STATUS_OK) {
-		fail(m, "connection lost: %s", amqp_error_string2(rc));
+		set_why(m, "connection lost: %s", amqp_error_string2(rc));
 		drop(m);
 		ev->type = MQ_CLOSED;
 		return 0;
 	}
 	if (f.frame_type != AMQP_FRAME_METHOD) {
-		fail(m, "connection lost: unexpected frame type %d", f.frame_type);
+		set_why(m, "connection lost: unexpected frame type %d", f.frame_type);
 		drop(m);
 		ev->type = MQ_CLOSED;
 		return 0;
@@ -664,4 +658,64 @@ int
 mq_fd(struct mq *m)
 {
 	return m->conn != NULL ? amqp_get_sockfd(m->conn) : -1;
+}
+
+/* --- publisher confirms ------------------------------------------------------ */
+
+void
+mq_confirms_clear(struct mq_confirms *c)
+{
+	c->n = 0;
+}
+
+void
+mq_confirms_free(struct mq_confirms *c)
+{
+	free(c->v);
+	c->v = NULL;
+	c->n = c->cap = 0;
+}
+
+void
+mq_confirms_add(struct mq_confirms *c, const struct mq *m, uint64_t seq, void *item,
+    uint64_t tag)
+{
+	if (c->generation != m->generation) {
+		c->n = 0;
+		c->generation = m->generation;
+	}
+	if (c->n == c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 64;
+		c->v = xreallocarray(c->v, c->cap, sizeof *c->v);
+	}
+	c->v[c->n].seq = seq;
+	c->v[c->n].item = item;
+	c->v[c->n].tag = tag;
+	c->n++;
+}
+
+size_t
+mq_confirms_apply(struct mq_confirms *c, const struct mq_event *ev,
+    int (*settled)(const struct mq_confirm_wait *w, int acked, void *arg), void *arg)
+{
+	size_t i, kept = 0, done = 0;
+
+	if (c->n == 0)
+		return 0;
+
+	/* The waits are in seq order: none past ev->tag is covered. */
+	for (i = 0; i < c->n && c->v[i].seq <= ev->tag; i++) {
+		if (c->v[i].seq != ev->tag && !ev->multiple) {
+			c->v[kept++] = c->v[i];
+			continue;
+		}
+		done++;
+		if (settled(&c->v[i], ev->type == MQ_ACK, arg) < 0) {
+			i++;
+			break;
+		}
+	}
+	memmove(c->v + kept, c->v + i, (c->n - i) * sizeof *c->v);
+	c->n = kept + (c->n - i);
+	return done;
 }

@@ -7,6 +7,8 @@
 
 #include <amqp.h>
 
+#include "policy.h"
+
 /*
  * One connection with one channel. Every rabbitmq-c error ends in
  * mq_close(): the programs then reconnect with mq_connect_retry(), and
@@ -26,7 +28,7 @@ struct mq {
 	char why[512];			/* last error, for messages */
 };
 
-/* The queues one work queue needs (see mq_declare). */
+/* The queues one work queue needs (see mq_declare; names from policy.h). */
 struct mq_topology {
 	const char *queue;		/* Q; also Q.dead and Q.retry.<ms> */
 	long max_deliveries;		/* deliveries before a message is dead-lettered */
@@ -54,9 +56,7 @@ struct mq_event {
 	size_t len;
 };
 
-/* Heartbeat interval asked of the broker. */
-#define MQ_HEARTBEAT 30
-
+/* heartbeat: seconds asked of the broker (MQ_HEARTBEAT in policy.h), 0 for none. */
 void mq_init(struct mq *m, int heartbeat, int confirms);
 /* One attempt to connect, log in and open the channel; 0 or -1 (m->why). */
 int mq_connect(struct mq *m);
@@ -109,5 +109,36 @@ int mq_next_event(struct mq *m, double timeout, struct mq_event *ev);
 int mq_buffered(struct mq *m);
 /* The socket, for poll(); -1 while disconnected. */
 int mq_fd(struct mq *m);
+
+/*
+ * Publishes awaiting their publisher confirm: confirm sequence number ->
+ * the caller's item. The broker confirms with basic.ack or basic.nack of one
+ * sequence number or, with `multiple`, of every one up to it, and single
+ * confirms may come in any order. Zero-initialise; the array is reused, so
+ * publishing allocates nothing once it has grown to the largest batch.
+ */
+struct mq_confirms {
+	struct mq_confirm_wait {
+		uint64_t seq;	/* the publish's confirm sequence number */
+		void *item;	/* the caller's, for what it published */
+		uint64_t tag;	/* the caller's too: a delivery tag the publish stands for */
+	} *v;			/* in publishing order, so by seq */
+	size_t n, cap;		/* n: publishes awaiting their confirm */
+	unsigned generation;	/* the connection their sequence numbers belong to */
+};
+
+/* Note that item (and tag) went out as seq on m; waits of an earlier connection are void and dropped. */
+void mq_confirms_add(struct mq_confirms *c, const struct mq *m, uint64_t seq, void *item,
+    uint64_t tag);
+/*
+ * Apply an MQ_ACK or MQ_NACK event: settled(wait, acked, arg) for each
+ * publish it covers, oldest first, which is then forgotten. When settled
+ * returns < 0 the rest are kept as they are. Returns how many were settled.
+ */
+size_t mq_confirms_apply(struct mq_confirms *c, const struct mq_event *ev,
+    int (*settled)(const struct mq_confirm_wait *w, int acked, void *arg), void *arg);
+/* Forget every wait (the connection is gone: its confirms will never come). */
+void mq_confirms_clear(struct mq_confirms *c);
+void mq_confirms_free(struct mq_confirms *c);
 
 #endif

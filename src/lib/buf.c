@@ -5,9 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
-#include "log.h"
+#include "xalloc.h"
 
 #define FIRST_CAP 256
 
@@ -49,7 +48,7 @@ xbuf_add(struct buf *b, const void *p, size_t n)
 	if (buf_add(b, p, n) == 0)
 		return 0;
 	if (errno == ENOMEM)
-		die(EX_OSERR, "out of memory");
+		die_nomem();
 	return -1;
 }
 

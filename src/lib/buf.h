@@ -17,7 +17,7 @@ struct buf {
  * ENOMEM.
  */
 int buf_add(struct buf *b, const void *p, size_t n);
-/* buf_add, but out of memory exits 71 (EX_OSERR): -1 only past max. */
+/* buf_add, but out of memory exits EXIT_NOMEM (71): -1 only past max. */
 int xbuf_add(struct buf *b, const void *p, size_t n);
 /* Empty it, keeping its memory and max. */
 void buf_reset(struct buf *b);

@@ -1,16 +1,15 @@
 /* http: the one place that decides how we talk to vendors over HTTP and what their answers mean. */
 #include "http.h"
 
-#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sysexits.h>
-#include <time.h>
 
 #include "log.h"
+#include "policy.h"
+#include "xalloc.h"
 
 void
 http_global_init(void)
@@ -18,7 +17,7 @@ http_global_init(void)
 	CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 
 	if (rc != CURLE_OK)
-		die(EX_SOFTWARE, "libcurl: cannot initialise: %s", curl_easy_strerror(rc));
+		die(EXIT_BUG, "libcurl: cannot initialise: %s", curl_easy_strerror(rc));
 }
 
 void
@@ -27,47 +26,87 @@ http_global_cleanup(void)
 	curl_global_cleanup();
 }
 
+/* A space or control character: libcurl refuses them, and this says why in plain words. */
+static int
+has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* url parsed by libcurl, as libcurl will read it when fetching; NULL with *why if it is not one. */
+static CURLU *
+parse_url(const char *url, const char **why)
+{
+	CURLU *u = xalloc_check(curl_url());
+	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	char *scheme = NULL, *host = NULL;
+
+	if (rc == CURLUE_OUT_OF_MEMORY)
+		die_nomem();
+	if (rc == CURLUE_OK) {
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+		curl_url_get(u, CURLUPART_HOST, &host, 0);
+	}
+	if (rc == CURLUE_NO_HOST || (rc == CURLUE_OK && (host == NULL || *host == '\0')))
+		*why = "has no host";
+	else if (rc == CURLUE_OK && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+		*why = "is not an http:// or https:// URL";
+	else if (rc != CURLUE_OK && has_control(url))
+		*why = "contains a space or control character";
+	else if (rc == CURLUE_BAD_SCHEME || rc == CURLUE_UNSUPPORTED_SCHEME ||
+	    rc == CURLUE_BAD_SLASHES || rc == CURLUE_MALFORMED_INPUT)
+		*why = "is not an http:// or https:// URL";
+	else if (rc != CURLUE_OK)
+		*why = "is not a valid URL";
+	else
+		*why = NULL;
+	curl_free(scheme);
+	curl_free(host);
+	if (*why == NULL)
+		return u;
+	curl_url_cleanup(u);
+	return NULL;
+}
+
 int
 http_url_check(const char *url, const char **why)
 {
-	const char *rest;
+	CURLU *u = parse_url(url, why);
 
-	if (strncasecmp(url, "http://", 7) == 0)
-		rest = url + 7;
-	else if (strncasecmp(url, "https://", 8) == 0)
-		rest = url + 8;
-	else {
-		*why = "is not an http:// or https:// URL";
-		return -1;
-	}
-	if (*rest == '\0' || *rest == '/') {
-		*why = "has no host";
-		return -1;
-	}
-	for (const char *p = url; *p != '\0'; p++) {
-		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
-			*why = "contains a space or control character";
-			return -1;
-		}
-	}
-	return 0;
+	curl_url_cleanup(u);
+	return u != NULL ? 0 : -1;
 }
 
 char *
 http_vendor_url(const char *base, const char *vendor, const char *what)
 {
-	char *esc = curl_easy_escape(NULL, vendor, 0);
-	size_t blen = strlen(base);
-	char *url;
+	const char *why;
+	CURLU *u = parse_url(base, &why);
+	char *esc, *path = NULL, *url = NULL, *copy;
+	size_t plen;
 
-	if (esc == NULL)
+	if (u == NULL)
 		return NULL;
-	while (blen > 0 && base[blen - 1] == '/')
-		blen--;
-	if (asprintf(&url, "%.*s/vendor/%s/%s", (int)blen, base, esc, what) < 0)
-		url = NULL;
+	esc = xalloc_check(curl_easy_escape(NULL, vendor, 0));
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	/* The base's own path is kept, with one slash between it and ours. */
+	plen = path != NULL ? strlen(path) : 0;
+	while (plen > 0 && path[plen - 1] == '/')
+		plen--;
+	copy = xasprintf("%.*s/vendor/%s/%s", (int)plen, path != NULL ? path : "", esc, what);
+	if (curl_url_set(u, CURLUPART_PATH, copy, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)
+		die_nomem();
+	free(copy);
+	copy = xstrdup(url);
+	curl_free(url);
+	curl_free(path);
 	curl_free(esc);
-	return url;
+	curl_url_cleanup(u);
+	return copy;
 }
 
 void
@@ -115,48 +154,6 @@ on_body(char *data, size_t size, size_t n, void *arg)
 	return 0;
 }
 
-/* Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3). */
-static double
-parse_retry_after(const char *v, size_t n)
-{
-	char buf[128];
-	char *end;
-	double s;
-	time_t t;
-
-	while (n > 0 && isspace((unsigned char)v[n - 1]))
-		n--;
-	while (n > 0 && isspace((unsigned char)*v))
-		v++, n--;
-	if (n == 0 || n >= sizeof buf)
-		return -1;
-	memcpy(buf, v, n);
-	buf[n] = '\0';
-	if (isdigit((unsigned char)buf[0])) {
-		s = strtod(buf, &end);
-		return *end == '\0' ? s : -1;
-	}
-	if ((t = curl_getdate(buf, NULL)) == -1)
-		return -1;
-	s = difftime(t, time(NULL));
-	return s > 0 ? s : 0;
-}
-
-static size_t
-on_header(char *data, size_t size, size_t n, void *arg)
-{
-	struct http_resp *r = arg;
-	size_t len = size * n;
-	static const char name[] = "retry-after:";
-
-	/* A new status line starts a new response (after a 100 Continue, say). */
-	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
-		r->retry_after = -1;
-	else if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
-		r->retry_after = parse_retry_after(data + sizeof name - 1, len - (sizeof name - 1));
-	return len;
-}
-
 #define SET(h, opt, val) do { \
 	CURLcode rc_ = curl_easy_setopt((h), (opt), (val)); \
 	if (rc_ != CURLE_OK) { \
@@ -187,8 +184,6 @@ http_prepare(CURL *h, const char *url, const struct http_limits *lim, struct htt
 	SET(h, CURLOPT_USERAGENT, "oa/" OA_VERSION);
 	SET(h, CURLOPT_WRITEFUNCTION, on_body);
 	SET(h, CURLOPT_WRITEDATA, r);
-	SET(h, CURLOPT_HEADERFUNCTION, on_header);
-	SET(h, CURLOPT_HEADERDATA, r);
 	SET(h, CURLOPT_ERRORBUFFER, r->err);
 	return 0;
 }
@@ -197,14 +192,11 @@ int
 http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 {
 	if (r->headers == NULL) {
-		struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
+		struct curl_slist *l;
 
+		l = xalloc_check(curl_slist_append(NULL, "Content-Type: application/json"));
 		/* Expect: 100-continue only costs a round trip for small bodies. */
-		if (l == NULL || (r->headers = curl_slist_append(l, "Expect:")) == NULL) {
-			curl_slist_free_all(l);
-			snprintf(r->err, sizeof r->err, "out of memory");
-			return -1;
-		}
+		r->headers = xalloc_check(curl_slist_append(l, "Expect:"));
 	}
 	SET(h, CURLOPT_HTTPHEADER, r->headers);
 	/* A small JSON answer is not worth decompressing. */
@@ -219,9 +211,10 @@ http_post_json(CURL *h, struct http_resp *r, const char *json, size_t len)
 void
 http_loop_init(struct http_loop *l, long keep)
 {
-	if ((l->multi = curl_multi_init()) == NULL)
-		die(EX_SOFTWARE, "libcurl: cannot create a multi handle");
-	curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
+	l->multi = xalloc_check(curl_multi_init());
+	l->active = 0;
+	if (keep > 0)
+		curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, keep);
 }
 
 void
@@ -236,31 +229,56 @@ http_loop_add(struct http_loop *l, CURL *h)
 	CURLMcode mc = curl_multi_add_handle(l->multi, h);
 
 	if (mc != CURLM_OK)
-		die(EX_SOFTWARE, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+		die(EXIT_BUG, "libcurl: adding a transfer: %s", curl_multi_strerror(mc));
+	l->active++;
 }
 
 void
-http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
+http_loop_remove(struct http_loop *l, CURL *h)
 {
-	int running = 1, left;
+	if (curl_multi_remove_handle(l->multi, h) == CURLM_OK)
+		l->active--;
+}
+
+void
+http_loop_drive(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
+    double (*wake)(void *arg), void *arg)
+{
+	int running, left;
 	CURLMsg *msg;
 	CURLMcode mc;
 
-	while (running > 0) {
+	for (;;) {
+		double due;
+		long wait_ms = 1000;
+
 		if ((mc = curl_multi_perform(l->multi, &running)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
 		while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
 			CURL *h = msg->easy_handle;
 			CURLcode rc = msg->data.result;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			curl_multi_remove_handle(l->multi, h);
+			http_loop_remove(l, h);
 			done(h, rc, arg);
 		}
-		if (running > 0 && (mc = curl_multi_poll(l->multi, NULL, 0, 1000, NULL)) != CURLM_OK)
-			die(EX_SOFTWARE, "libcurl: %s", curl_multi_strerror(mc));
+		/* After done(): what it scheduled counts for the wait below. */
+		due = wake != NULL ? wake(arg) : -1;
+		if (l->active == 0 && due < 0)
+			return;
+		if (due >= 0 && due < 1.0)
+			wait_ms = (long)ceil(due * 1000);
+		/* libcurl shortens the wait to its own timers (new transfers, timeouts). */
+		if ((mc = curl_multi_poll(l->multi, NULL, 0, (int)wait_ms, NULL)) != CURLM_OK)
+			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
 	}
+}
+
+void
+http_loop_run(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
+{
+	http_loop_drive(l, done, NULL, arg);
 }
 
 static int
@@ -285,10 +303,8 @@ permanent_curl_error(CURLcode rc)
 }
 
 enum http_outcome
-http_result(CURL *h, CURLcode rc, const struct http_resp *r, long *status, char *why,
-    size_t whylen)
+http_outcome_of(CURLcode rc, long status, const struct http_resp *r, char *why, size_t whylen)
 {
-	*status = 0;
 	if (rc != CURLE_OK) {
 		if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
 			snprintf(why, whylen, "response larger than %zu bytes", r->body.max);
@@ -298,13 +314,26 @@ http_result(CURL *h, CURLcode rc, const struct http_resp *r, long *status, char 
 		return permanent_curl_error(rc) || r->nomem ? HTTP_PERMANENT
 		    : HTTP_TRANSIENT;
 	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-	if (*status >= 200 && *status < 300)
+	if (status >= 200 && status < 300)
 		return HTTP_OK;
-	snprintf(why, whylen, "HTTP %ld", *status);
-	if (*status == 408 || *status == 429 || *status >= 500)
+	snprintf(why, whylen, "HTTP %ld", status);
+	if (status == 408 || status == 429 || status >= 500)
 		return HTTP_TRANSIENT;
 	return HTTP_PERMANENT;
+}
+
+enum http_outcome
+http_result(CURL *h, CURLcode rc, struct http_resp *r, long *status, char *why, size_t whylen)
+{
+	curl_off_t asked = 0;
+
+	*status = 0;
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+	/* libcurl reads Retry-After in both forms (seconds, HTTP-date); 0 when absent. */
+	if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &asked) == CURLE_OK && asked > 0)
+		r->retry_after = (double)asked;
+	return http_outcome_of(rc, *status, r, why, whylen);
 }
 
 double

@@ -6,23 +6,30 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
+#include <stdint.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "policy.h"
+#include "xalloc.h"
+
+#define READ_CHUNK 65536	/* bytes asked of each read(2); the buffer grows for longer lines */
 
 void
 jsonl_open(struct jsonl *r, FILE *fp)
 {
 	memset(r, 0, sizeof *r);
 	r->fp = fp;
+	r->fd = fileno(fp);
+	r->held = SIZE_MAX;
 }
 
 void
 jsonl_close(struct jsonl *r)
 {
-	free(r->buf);
-	r->buf = NULL;
-	r->cap = 0;
+	free(r->data);
+	r->data = r->buf = NULL;
+	r->cap = r->start = r->end = 0;
 }
 
 static int
@@ -32,6 +39,92 @@ blank(const char *s, size_t n)
 		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
 			return 0;
 	return 1;
+}
+
+/*
+ * Read more input after the bytes kept, moving them to the front first. A
+ * read error ends the input; it is kept in r->error and, since the programs
+ * ask ferror() of the stream they gave us, set on the stream too: one getc()
+ * meets the same error and sets its error indicator.
+ */
+static void
+fill(struct jsonl *r)
+{
+	ssize_t n;
+
+	if (r->start > 0) {
+		memmove(r->data, r->data + r->start, r->end - r->start);
+		r->end -= r->start;
+		r->start = 0;
+	}
+	if (r->cap - r->end < READ_CHUNK / 2 + 1) {
+		r->cap = r->cap ? r->cap * 2 : READ_CHUNK + 1;
+		r->data = xreallocarray(r->data, r->cap, 1);
+	}
+	/* A stream without a descriptor (fmemopen) is read through stdio: it cannot block. */
+	if (r->fd < 0) {
+		size_t got = fread(r->data + r->end, 1, r->cap - r->end - 1, r->fp);
+
+		r->end += got;
+		if (got == 0) {
+			r->eof = 1;
+			r->error = ferror(r->fp) ? EIO : 0;
+		}
+		return;
+	}
+	/* One byte stays free after the data for the NUL that ends a line. */
+	while ((n = read(r->fd, r->data + r->end, r->cap - r->end - 1)) < 0) {
+		struct pollfd p = { .fd = r->fd, .events = POLLIN };
+
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN)	/* a non-blocking descriptor: wait as a blocking one would */
+			poll(&p, 1, -1);
+		else
+			break;
+	}
+	if (n < 0) {
+		r->error = errno;
+		(void)getc(r->fp);
+		errno = r->error;
+	}
+	if (n <= 0)
+		r->eof = 1;
+	else
+		r->end += (size_t)n;
+}
+
+/* The next line, NUL-terminated in place, into r->buf; its length, or -1 at the end. */
+static ssize_t
+next_line(struct jsonl *r)
+{
+	size_t scanned = 0, len;
+	char *nl;
+
+	if (r->held != SIZE_MAX) {
+		r->data[r->held] = r->held_byte;
+		r->held = SIZE_MAX;
+	}
+	for (;;) {
+		size_t unscanned = r->end - r->start - scanned;
+
+		/* data is NULL before the first read: memchr must not see it. */
+		nl = unscanned > 0 ? memchr(r->data + r->start + scanned, '\n', unscanned) : NULL;
+		if (nl != NULL || r->eof)
+			break;
+		scanned = r->end - r->start;
+		fill(r);
+	}
+	if (nl == NULL && r->start == r->end)
+		return -1;
+	/* A last line without a newline is returned as it is. */
+	len = nl != NULL ? (size_t)(nl + 1 - (r->data + r->start)) : r->end - r->start;
+	r->buf = r->data + r->start;
+	r->start += len;
+	r->held = r->start;
+	r->held_byte = r->data[r->start];
+	r->data[r->start] = '\0';
+	return (ssize_t)len;
 }
 
 int
@@ -44,8 +137,7 @@ jsonl_next(struct jsonl *r, cJSON **out, const char **why)
 		const char *end = NULL;
 		cJSON *v;
 
-		n = getline(&r->buf, &r->cap, r->fp);
-		if (n < 0)
+		if ((n = next_line(r)) < 0)
 			return JSONL_EOF;
 		r->lineno++;
 		if (blank(r->buf, (size_t)n))
@@ -78,10 +170,9 @@ jsonl_next(struct jsonl *r, cJSON **out, const char **why)
 int
 jsonl_pending(struct jsonl *r)
 {
-	struct pollfd p = { .fd = fileno(r->fp), .events = POLLIN };
+	struct pollfd p = { .fd = r->fd, .events = POLLIN };
 
-	/* Data already in stdio's buffer counts as waiting too. */
-	if (r->fp->_IO_read_ptr < r->fp->_IO_read_end)
+	if (r->start < r->end || r->eof || r->fd < 0)
 		return 1;
 	return poll(&p, 1, 0) > 0;
 }
@@ -115,18 +206,15 @@ json_add_int(cJSON *obj, const char *key, long long v)
 	char digits[24];
 
 	snprintf(digits, sizeof digits, "%lld", v);
-	if (cJSON_AddRawToObject(obj, key, digits) == NULL)
-		die(EX_SOFTWARE, "out of memory formatting a JSON line");
+	xalloc_check(cJSON_AddRawToObject(obj, key, digits));
 }
 
 int
 jsonl_write(FILE *fp, const cJSON *obj)
 {
-	char *s = cJSON_PrintUnformatted(obj);
+	char *s = xalloc_check(cJSON_PrintUnformatted(obj));
 	int rc = 0;
 
-	if (s == NULL)
-		die(EX_SOFTWARE, "out of memory formatting a JSON line");
 	if (fputs(s, fp) == EOF || putc('\n', fp) == EOF)
 		rc = -1;
 	free(s);
@@ -137,6 +225,6 @@ void
 out_flush(const char *committed)
 {
 	if (fflush(stdout) == EOF || ferror(stdout))
-		die(EX_IOERR, "writing standard output: %s; %s", strerror(errno),
+		die(EXIT_OUTPUT, "writing standard output: %s; %s", strerror(errno),
 		    committed ? committed : "nothing was lost from the database");
 }

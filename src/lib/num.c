@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "log.h"
+#include "policy.h"
 
 int
 parse_long(const char *s, long min, long max, long *out, const char **why)
@@ -70,7 +71,7 @@ option_long(const char *opt, const char *s, long min, long max)
 	long v;
 
 	if (parse_long(s, min, max, &v, &why) < 0)
-		die(EX_USAGE, "option %s: \"%s\" %s (allowed %ld to %ld)", opt, s, why, min, max);
+		die(EXIT_USAGE, "option %s: \"%s\" %s (allowed %ld to %ld)", opt, s, why, min, max);
 	return v;
 }
 
@@ -81,6 +82,6 @@ option_seconds(const char *opt, const char *s, double max)
 	double v;
 
 	if (parse_seconds(s, max, &v, &why) < 0)
-		die(EX_USAGE, "option %s: \"%s\" %s (allowed 0 to %g seconds)", opt, s, why, max);
+		die(EXIT_USAGE, "option %s: \"%s\" %s (allowed 0 to %g seconds)", opt, s, why, max);
 	return v;
 }
