@@ -24,7 +24,7 @@ enum {
 	EXIT_BUG = EX_SOFTWARE,		/* 70: an internal error */
 	EXIT_NOMEM = EX_OSERR,		/* 71: out of memory, or no process could start */
 	EXIT_CANT_CREATE = EX_CANTCREAT,	/* 73: an output file cannot be opened */
-	EXIT_OUTPUT = EX_IOERR,		/* 74: writing the output failed */
+	EXIT_OUTPUT = EX_IOERR,		/* 74: reading the input or writing the output failed */
 	EXIT_BUSY = EX_TEMPFAIL		/* 75: another run holds the lock */
 };
 
