@@ -129,7 +129,7 @@ test_expect_success 'batches overlap: the next is looked up and its vendor calle
 	before=$(stat acme order_requests) &&
 	line 281 >&3 &&
 	wait_for "[ \$(stat acme order_requests) = $((before + 1)) ]" 10 "the vendor call of order 281" &&
-	test ! -s out || fail "answered before the first batch committed: $(cat out)" &&
+	{ test ! -s out || fail "answered before the first batch committed: $(cat out)"; } &&
 	expect_eq "pending pending" "$(sql "SELECT status FROM orders WHERE id IN (280, 281) ORDER BY id" | xargs)" \
 		"orders while the first batch waits" &&
 	echo "COMMIT;" >&4 && exec 4>&- && wait $holder &&

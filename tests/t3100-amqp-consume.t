@@ -169,7 +169,7 @@ test_expect_success 'SIGTERM with nothing to do exits 0 at once (within a second
 	wait_for "[ \$(consumers $Q.idle) = 1 ]" 20 "amqp-consume to consume from $Q.idle" &&
 	start=$(now_ms) && kill -TERM $pid && wait $pid && took=$(($(now_ms) - start)) &&
 	test ! -s out.txt &&
-	test $took -lt 1000 || fail "exited $took ms after SIGTERM"
+	{ test $took -lt 1000 || fail "exited $took ms after SIGTERM"; }
 '
 
 test_expect_success 'a child that dies before reading anything: exit 69, no message dead-lettered' '
