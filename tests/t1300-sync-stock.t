@@ -16,7 +16,8 @@ LOCK=$XDG_RUNTIME_DIR/order-aggregator-sync-stock.lock
 # returns once it holds it (the command under flock runs only then)
 hold_lock() {
 	rm -f held release && mkfifo release &&
-	{ flock "$LOCK" sh -c "touch held && read -r _ <release" & } && holder=$! &&
+	# (timeout: a failed test must not leave it waiting for ever)
+	{ flock "$LOCK" timeout 60 sh -c "touch held && read -r _ <release" & } && holder=$! &&
 	on_exit "kill $holder" &&
 	wait_for "test -e held" 10 "the other holder to take the lock"
 }
@@ -97,7 +98,7 @@ test_expect_success 'with SYNC_STOCK_WAIT a run waits for the lock, then syncs' 
 test_expect_success 'the lock is held until the pipeline has finished' '
 	# a stock-apply that says it runs, then waits to be let go
 	mkdir -p slow && mkfifo go &&
-	printf "#!/bin/sh\ntouch applying\nread -r _ <go\nexec \"$TOP/bin/stock-apply\"\n" >slow/stock-apply &&
+	printf "#!/bin/sh\ntouch applying\ntimeout 60 sh -c \"read -r _ <go\"\nexec \"$TOP/bin/stock-apply\"\n" >slow/stock-apply &&
 	chmod +x slow/stock-apply &&
 	{ PATH=$PWD/slow:$PATH sync-stock good >out1 2>err & } && first=$! &&
 	wait_for "test -e applying" 10 "stock-apply to start" &&
