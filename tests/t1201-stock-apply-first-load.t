@@ -20,12 +20,8 @@ feed() {
 }
 # until_copying VENDOR: wait (10 s at most) until the load's COPY has reached the server.
 until_copying() {
-	local i
-	for i in $(seq 1 100); do
-		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY vendor_stock%'")" = 1 ] && return 0
-		sleep 0.1
-	done
-	fail "no COPY into vendor_stock seen"
+	wait_for '[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+		AND query LIKE '"'COPY vendor_stock%'"'")" = 1 ]' 10 "a COPY into vendor_stock"
 }
 
 test_expect_success 'a new vendor is loaded whole and its next snapshot merges over it' '
