@@ -2,17 +2,18 @@
 # The systemd units and the crontab example exist, run programs that exist, and pass systemd-analyze verify.
 . "$(dirname "$0")/lib.sh"
 
-UNITS="order-worker.service stock-sync.service stock-sync.timer order-sweep.service order-sweep.timer"
+UNITS="order-worker.service order-api.service stock-sync.service stock-sync.timer order-sweep.service order-sweep.timer"
 SD=$TOP/scripts/systemd
 
-# installed PATH: where `make install PREFIX=/usr/local` puts the program named
-# by an installed path, here: a built program or one of scripts/
+# installed PATH: where the package (and make install PREFIX=/usr) puts the
+# program named by an installed path, here: a built program or one of scripts/
+LIBEXEC=/usr/lib/order-aggregator
 local_path() {
-	local name=${1#/usr/local/bin/}
+	local name=${1#$LIBEXEC/}
 	if [ -e "$TOP/src/$name.c" ]; then echo "$TOP/bin/$name"; else echo "$TOP/scripts/$name"; fi
 }
 # the installed programs a file runs
-programs_of() { grep -o '/usr/local/bin/[A-Za-z0-9_.-]*' "$1" | sort -u; }
+programs_of() { grep -o "$LIBEXEC/[A-Za-z0-9_.-]*" "$1" | sort -u; }
 # directive FILE KEY: the value of KEY= in FILE (the last one, as systemd takes it)
 directive() { sed -n "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*//p" "$1" | tail -n 1; }
 
@@ -25,7 +26,7 @@ test_expect_success 'every program a unit runs exists in the tree and is executa
 	for u in $UNITS; do
 		case $u in *.service) ;; *) continue ;; esac
 		expect_grep "^ExecStart=" "$SD/$u" && expect_grep "^EnvironmentFile=/etc/order-aggregator/env$" "$SD/$u" &&
-		programs_of "$SD/$u" >progs && test -s progs || fail "$u runs no /usr/local/bin program"
+		programs_of "$SD/$u" >progs && test -s progs || fail "$u runs no $LIBEXEC program"
 		while read -r p; do test -x "$(local_path "$p")" || fail "$u: $p is not $(local_path "$p")"; done <progs
 	done
 '
@@ -34,12 +35,12 @@ test_expect_success 'each timer starts a service that exists' '
 	for t in stock-sync order-sweep; do test -s "$SD/$t.service" || fail "$t.timer has no $t.service"; done
 '
 
-test_expect_success 'every man page a unit names in Documentation= is in man/man1' '
+test_expect_success 'every man page a unit names in Documentation= is in man/' '
 	for u in $UNITS; do
 		for m in $(sed -n "s/^Documentation=//p" "$SD/$u"); do
 			case $m in man:*) ;; *) continue ;; esac
-			page=${m#man:} && page=${page%(1)}
-			test -s "$TOP/man/man1/$page.1" || fail "$u: no man/man1/$page.1"
+			page=${m#man:} && sec=${page##*(} && sec=${sec%)} && page=${page%(*}
+			test -s "$TOP/man/man$sec/$page.$sec" || fail "$u: no man/man$sec/$page.$sec"
 		done
 	done
 '
