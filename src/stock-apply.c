@@ -84,7 +84,7 @@ static struct {
 	struct conn main;
 	struct conn side;	/* stages other vendors while main loads one */
 	long seq;
-	struct vendor *v;
+	struct vendor **v;
 	size_t nv;
 	long applied_vendors;
 	int bad_lines;
@@ -193,13 +193,13 @@ vendor_get(const char *name)
 	struct vendor *nv;
 
 	for (size_t i = 0; i < st.nv; i++)
-		if (strcmp(st.v[i].name, name) == 0)
-			return &st.v[i];
-	nv = xreallocarray(st.v, st.nv + 1, sizeof *st.v);
-	st.v = nv;
-	memset(&st.v[st.nv], 0, sizeof st.v[st.nv]);
-	st.v[st.nv].name = xstrdup(name);
-	return &st.v[st.nv++];
+		if (strcmp(st.v[i]->name, name) == 0)
+			return st.v[i];
+	/* Each vendor stays where it is: a connection's `loading` points at one. */
+	st.v = xreallocarray(st.v, st.nv + 1, sizeof *st.v);
+	nv = xcalloc(1, sizeof *nv);
+	nv->name = xstrdup(name);
+	return st.v[st.nv++] = nv;
 }
 
 static void
@@ -270,8 +270,8 @@ conn_refused(struct conn *c, const struct db_failure *f)
 	c->len = 0;
 	c->loading = NULL;
 	for (size_t i = 0; i < st.nv; i++)
-		if (st.v[i].conn == c && st.v[i].failure == NULL)
-			st.v[i].failure = xstrdup(f->msg);
+		if (st.v[i]->conn == c && st.v[i]->failure == NULL)
+			st.v[i]->failure = xstrdup(f->msg);
 }
 
 /* End c's COPY, if any. A refused COPY fails the vendors it carried (conn_refused). */
@@ -698,8 +698,8 @@ taint_open_vendors(const char *vendor)
 		return;
 	}
 	for (size_t i = 0; i < st.nv; i++)
-		if (st.v[i].staged > 0)
-			st.v[i].tainted = 1;
+		if (st.v[i]->staged > 0)
+			st.v[i]->tainted = 1;
 }
 
 static void
@@ -852,21 +852,22 @@ main(int argc, char **argv)
 	 * applied as a partial update (nothing withdrawn), and the run exits 65.
 	 */
 	for (size_t i = 0; i < st.nv; i++) {
-		if (st.v[i].staged == 0 && st.v[i].failure == NULL)
+		if (st.v[i]->staged == 0 && st.v[i]->failure == NULL)
 			continue;
 		warning("%s: lines %ld-%ld: no snapshot line at the end of the input; applied as a"
-		    " partial update, nothing withdrawn", st.v[i].name, st.v[i].first_line,
-		    st.v[i].last_line);
+		    " partial update, nothing withdrawn", st.v[i]->name, st.v[i]->first_line,
+		    st.v[i]->last_line);
 		st.bad_lines = 1;
-		apply_vendor(&st.v[i], 0, 0);
+		apply_vendor(st.v[i], 0, 0);
 	}
 
 	jsonl_close(&in);
 	for (size_t i = 0; i < st.nv; i++) {
-		free(st.v[i].name);
-		free(st.v[i].fetched_at);
-		free(st.v[i].failure);
-		skuset_free(&st.v[i].seen);
+		free(st.v[i]->name);
+		free(st.v[i]->fetched_at);
+		free(st.v[i]->failure);
+		skuset_free(&st.v[i]->seen);
+		free(st.v[i]);
 	}
 	free(st.v);
 	conn_close(&st.main);

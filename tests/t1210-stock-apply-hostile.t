@@ -88,6 +88,16 @@ test_expect_success 'a line past --max-line is a bad line; the others go on' '
 	expect_eq "1 2" "$(qty l1 A) $(qty l1 B)"
 '
 
+test_expect_success 'sixty vendors new to the table arriving during a first load are each applied whole' '
+	{ item big A 1;
+	  for i in $(seq 1 60); do item "nv$i" A "$i"; item big "S$i" 1; snap "nv$i" 1; done;
+	  item big Z 2; snap big 62; } >in &&
+	OA_DEBUG=1 stock-apply <in >out 2>err &&
+	expect_eq 61 "$(lines out)" "summary lines" &&
+	expect_eq 62 "$(rows big)" && expect_eq 2 "$(qty big Z)" && expect_eq 60 "$(qty nv60 A)" &&
+	expect_eq 1 "$(grep -c "big: new to the table; loading it with COPY" err)" "big loaded directly"
+'
+
 # inject TABLE INSERT|UPDATE SQLSTATE WHERE: rows written to TABLE where WHERE (on NEW) fail with SQLSTATE
 inject() {
 	sql "CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
