@@ -454,7 +454,7 @@ post_order(struct req *r)
 	/* Bytes PostgreSQL would refuse, or a \u0000 cJSON would cut a string at. */
 	if ((why = validate_json_text(r->h.body.data != NULL ? r->h.body.data : "",
 	    r->h.body.len)) != NULL) {
-		snprintf(msg, sizeof msg, "the body %s", why);
+		snprintf(msg, sizeof msg, "the body is refused: %s", why);
 		return reply_invalid(r, msg);
 	}
 	r->obj = cJSON_ParseWithLengthOpts(r->h.body.data != NULL ? r->h.body.data : "",
