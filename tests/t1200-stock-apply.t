@@ -27,7 +27,8 @@ test_expect_success 'a complete snapshot withdraws the SKUs it no longer lists' 
 
 test_expect_success 'lines without a snapshot line update but withdraw nothing' '
 	{ item acme B 9; } >in &&
-	stock-apply <in >out 2>err &&
+	rc=0; stock-apply <in >out 2>err || rc=$?
+	expect_eq 65 "$rc" "exit status" &&
 	expect_grep "\"snapshot\":\"partial\"" out && expect_grep "no snapshot line" err &&
 	expect_eq 9 "$(qty acme B)" && expect_eq 4 "$(qty acme A)"
 '
