@@ -572,6 +572,8 @@ copy_back(struct msg *m, const char *queue, long attempts)
 	if (mq_publish(&mq, "", queue, m->body, m->len, attempts, &seq) < 0)
 		return;	/* connection lost: the broker will redeliver the original */
 	mq_confirms_add(&retry_copies, &mq, seq, NULL, m->tag);
+	debugx("delivery tag %llu copied to %s with x-attempts %ld", (unsigned long long)m->tag,
+	    queue, attempts);
 }
 
 /* Send the acks owed as one basic.ack with multiple=true; a lost connection voids them. */
@@ -656,7 +658,7 @@ broken_child(const char *line, size_t len, const char *why)
 	snprintf(child.broken_why, sizeof child.broken_why, "printed \"%s\"%s, %s", shown,
 	    len > 200 ? "..." : "", why);
 	child.broken = 1;
-	kill(child.pid, SIGKILL);
+	kill(-child.pid, SIGKILL);
 }
 
 /* The message a valid answer line settles; NULL when the child is broken. */
@@ -706,6 +708,16 @@ take_answers(void)
 
 		if (m == NULL)
 			break;
+		if (m->returned) {
+			debugx("a late answer for a message already copied back to %s: ignored",
+			    opt.queue);
+			p = nl + 1;
+			nsent--;
+			child.answered += m->len + 1;
+			unlink_msg(m);
+			free_msg(m);
+			continue;
+		}
 		if (fwrite(p, 1, (size_t)(nl - p) + 1, stdout) != (size_t)(nl - p) + 1)
 			break;	/* out_flush() reports it and exits: nothing below is settled */
 		p = nl + 1;
@@ -713,13 +725,6 @@ take_answers(void)
 		if (m == alone_in_hands) {
 			alone_in_hands = NULL;
 			m->alone = 0;
-		}
-		if (m->returned) {
-			debugx("a late answer for a message already returned to %s: ignored", opt.queue);
-			child.answered += m->len + 1;
-			unlink_msg(m);
-			free_msg(m);
-			continue;
 		}
 		m->verdict = v;
 		answered = grow(answered, &answered_cap, nanswered + 1, sizeof *answered);
@@ -1051,9 +1056,9 @@ link_up(void)
 		lost_refusing = refusing;
 	}
 	if (opt.patience >= 0 && now - lost_since > opt.patience)
-		finish(EXIT_UNAVAILABLE, "broker %s %s for %g s (--patience): %s; messages not "
-		    "acked stay in the queue", mq.target, refusing ? "up, but queue refusing" :
-		    "unreachable", opt.patience, mq.why);
+		finish(EXIT_UNAVAILABLE, "broker %s unavailable for %g s (--patience; %s): %s; "
+		    "messages not acked stay in the queue", mq.target, opt.patience, refusing ?
+		    "up, but queue refusing" : "unreachable", mq.why);
 	connect_at = now + backoff_next(&connect_backoff);
 }
 
@@ -1261,7 +1266,7 @@ consume_loop(void)
 			start_draining();
 		if (grace_over(now)) {
 			if (child.pid != 0)
-				kill(child.pid, SIGKILL);
+				kill(-child.pid, SIGKILL);
 			finish(EXIT_OK, "%s answered nothing for %g s (--grace) while stopping: "
 			    "killed it; its %ld unanswered messages go back to the queue unacked",
 			    opt.argv[0], opt.grace, nsent);

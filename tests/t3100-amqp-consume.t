@@ -143,7 +143,7 @@ test_expect_success 'SIGTERM under load: exit 0, every message either answered a
 	publish_n $Q.term 1 2000 &&
 	cat >child <<-\EOF &&
 	#!/bin/sh
-	while read -r line; do sleep 0.002; printf "%s\n" "$line"; done
+	while read -r line; do sleep 0.002; printf "%s\n" "${line%\}},\"status\":\"success\"}"; done
 	EOF
 	chmod +x child
 	amqp-consume -q $Q.term -p 100 -- ./child >out.txt 2>err.txt &
@@ -160,9 +160,9 @@ test_expect_success 'SIGTERM with nothing to do exits 0 at once' '
 	pid=$! && sleep 1 && kill -TERM $pid && wait $pid && test ! -s out.txt
 '
 
-test_expect_code 69 'a child that dies before reading anything: exit 69, no message dead-lettered' '
+test_expect_code 69 'a child that dies before reading anything: exit 69 after --patience, no message dead-lettered' '
 	publish_n $Q.false 1 5 &&
-	amqp-consume -q $Q.false --idle-exit 5 -- false 2>err.txt; rc=$?
+	amqp-consume -q $Q.false --idle-exit 5 --patience 2 -- false 2>err.txt; rc=$?
 	expect_grep "giving up" err.txt &&
 	drain $Q.false >left && expect_eq 5 "$(lines left)" "messages still queued" &&
 	exit $rc
