@@ -310,6 +310,7 @@ start_child(int first)
 	set_nonblock(child.out);
 	child.wlen = child.woff = child.rlen = child.written = child.answered = 0;
 	child.broken = 0;
+	last_activity = now_seconds();	/* a restart is not idleness */
 	debugx("started %s (pid %d)", opt.argv[0], (int)child.pid);
 }
 
@@ -532,12 +533,15 @@ feed_child(void)
 				give(m);
 				alone_in_hands = m;
 			}
-			break;
+			return;
 		}
-		if (m->group != 0 && m->group != on_trial)
-			continue;
-		give(m);
+		if (m->group == 0)
+			give(m);
 	}
+	/* The suspects on trial last: a child working in order answers the others first. */
+	for (struct msg *m = head; on_trial != 0 && m != NULL; m = m->next)
+		if (!m->sent && m->group == on_trial)
+			give(m);
 }
 
 static void
@@ -778,12 +782,15 @@ read_child(void)
 
 /* Bytes the child read of what it was given, beyond its answered messages. */
 static int
-read_unanswered(void)
+read_unanswered(int say)
 {
 	int unread = 0;
 
 	if (child.in < 0 || ioctl(child.in, FIONREAD, &unread) < 0)
 		return 1;
+	if (say)
+		debugx("%s was given %zu bytes, left %d unread, answered %zu", opt.argv[0],
+		    child.written, unread, child.answered);
 	return child.written - (size_t)unread > child.answered;
 }
 
@@ -811,14 +818,16 @@ sort_suspects(int status, long *nblamed)
 {
 	unsigned on_trial = trial(), a = 0, b = 0, fresh = 0;
 	long ntrial = 0, nfresh = 0, i = 0;
-	int innocent = !read_unanswered() || (WIFEXITED(status) &&
+	int innocent = !read_unanswered(1) || (WIFEXITED(status) &&
 	    (WEXITSTATUS(status) == EXIT_UNAVAILABLE || WEXITSTATUS(status) == EX_TEMPFAIL));
 
 	*nblamed = 0;
 	if (alone_in_hands != NULL && !innocent) {
+		/* Nothing else was in its hands. */
 		blame(alone_in_hands);
-		++*nblamed;
-		innocent = 1;	/* nothing else was in its hands */
+		alone_in_hands = NULL;
+		*nblamed = 1;
+		return 1;
 	}
 	alone_in_hands = NULL;
 	if (!innocent && opt.match == NULL && sent_head != NULL && !sent_head->returned) {
@@ -1195,9 +1204,15 @@ poll_timeout(double now)
 	if (next_timeout_scan - now < t)
 		t = next_timeout_scan - now;
 	/* The idle clock stops while disconnected: see idle_over(). */
-	if (opt.idle_exit >= 0 && mq_connected(&mq) && retry_copies.n == 0 &&
+	if (opt.idle_exit >= 0 && !draining && mq_connected(&mq) && retry_copies.n == 0 &&
 	    last_activity + opt.idle_exit - now < t)
 		t = last_activity + opt.idle_exit - now;
+	if (draining && nsent > 0) {
+		double since = last_answer > drain_since ? last_answer : drain_since;
+
+		if (since + opt.grace - now < t)
+			t = since + opt.grace - now;
+	}
 	return t > 0 ? (int)(t * 1000) + 1 : 0;
 }
 

@@ -42,8 +42,7 @@ stop_within() {
 
 test_expect_success 'a child printing garbage: it is killed as broken, nothing is acked, every message is in Q or Q.dead' '
 	publish_n $Q.g 1 20 &&
-	amqp-consume -q $Q.g -- sh -c "while read -r l; do echo hello; done" >out.txt 2>err.txt &
-	pid=$! &&
+	{ amqp-consume -q $Q.g -- sh -c "while read -r l; do echo hello; done" >out.txt 2>err.txt & pid=$!; } &&
 	await_grep "printed \"hello\", which is not a JSON object" err.txt &&
 	expect_grep "killed it: nothing is acked" err.txt &&
 	stop_within $pid 15 && expect_eq 0 "$rc" "exit status" &&
@@ -53,8 +52,7 @@ test_expect_success 'a child printing garbage: it is killed as broken, nothing i
 
 test_expect_success 'a child printing a known status that is not one: broken, nothing acked' '
 	publish_n $Q.s 1 5 &&
-	amqp-consume -q $Q.s -- jq -c --unbuffered ". + {status: \"ok\"}" >out.txt 2>err.txt &
-	pid=$! &&
+	{ amqp-consume -q $Q.s -- jq -c --unbuffered ". + {status: \"ok\"}" >out.txt 2>err.txt & pid=$!; } &&
 	await_grep "which has no known status" err.txt &&
 	stop_within $pid 15 && expect_eq 0 "$rc" "exit status" &&
 	test ! -s out.txt && wait_total $Q.s 5
@@ -70,8 +68,7 @@ test_expect_success 'a child printing two lines per message (one message at a ti
 	done
 	EOF
 	chmod +x child &&
-	amqp-consume -q $Q.two -p 1 -- ./child >out.txt 2>err.txt &
-	pid=$! &&
+	{ amqp-consume -q $Q.two -p 1 -- ./child >out.txt 2>err.txt & pid=$!; } &&
 	await_grep "a line more than it was given messages" err.txt &&
 	stop_within $pid 15 && expect_eq 0 "$rc" "exit status" &&
 	answered=$(jq .n out.txt | sort -un | wc -l) &&
@@ -81,8 +78,7 @@ test_expect_success 'a child printing two lines per message (one message at a ti
 
 test_expect_success 'with --match, a second answer for the same message names no message in hand: broken' '
 	publish_n $Q.twom 1 10 &&
-	amqp-consume -q $Q.twom --match n -- ./child >out.txt 2>err.txt &
-	pid=$! &&
+	{ amqp-consume -q $Q.twom --match n -- ./child >out.txt 2>err.txt & pid=$!; } &&
 	await_grep "whose match field names no message it was given" err.txt &&
 	stop_within $pid 15 && expect_eq 0 "$rc" "exit status" &&
 	answered=$(jq .n out.txt | sort -un | wc -l) &&
@@ -91,8 +87,7 @@ test_expect_success 'with --match, a second answer for the same message names no
 
 test_expect_success 'a child that never answers, then SIGTERM: killed after --grace, exit 0, every message still queued' '
 	publish_n $Q.silent 1 30 &&
-	OA_WAIT_REPORT=1 amqp-consume -q $Q.silent --grace 1 -- sh -c "while read -r l; do :; done" >out.txt 2>err.txt &
-	pid=$! &&
+	{ OA_WAIT_REPORT=1 amqp-consume -q $Q.silent --grace 1 -- sh -c "while read -r l; do :; done" >out.txt 2>err.txt & pid=$!; } &&
 	await_grep "has answered nothing for [0-9]* s while holding 30 messages" err.txt &&
 	start=$(date +%s) &&
 	stop_within $pid 8 && expect_eq 0 "$rc" "exit status" &&
@@ -113,8 +108,7 @@ test_expect_success 'a child that never answers and --idle-exit: exit 0 after id
 
 test_expect_success '--match with answers in reverse order (and keys as strings): every message acked once' '
 	publish_n $Q.rev 1 200 &&
-	cat >child <<-\EOF &&
-	#!/usr/bin/awk -f
+	cat >rev.awk <<-\EOF &&
 	{ n = $0; gsub(/[^0-9]/, "", n); buf[NR % 10] = n }
 	NR % 10 == 0 {
 		for (i = 9; i >= 0; i--) {
@@ -125,8 +119,7 @@ test_expect_success '--match with answers in reverse order (and keys as strings)
 		fflush()
 	}
 	EOF
-	chmod +x child &&
-	test "$(OA_MATCH=x amqp-consume -q $Q.rev -p 50 --match n --idle-exit 1 -- sh -c "echo \$OA_MATCH >match.env; exec ./child" >out.txt 2>err.txt; echo $?)" = 0 &&
+	test "$(OA_MATCH=x amqp-consume -q $Q.rev -p 50 --match n --idle-exit 1 -- sh -c "echo \$OA_MATCH >match.env; exec awk -W interactive -f rev.awk" >out.txt 2>err.txt; echo $?)" = 0 &&
 	expect_eq n "$(cat match.env)" "OA_MATCH in the child" &&
 	test ! -s err.txt &&
 	expect_eq 200 "$(lines out.txt)" "answers" &&

@@ -35,8 +35,7 @@ test_expect_success 'a child stopped (SIGSTOP) longer than the broker consumer_t
 	*) on_exit rabbitmqctl eval "application:unset_env(rabbit, consumer_timeout)." ;;
 	esac &&
 	rabbitmqctl eval "application:set_env(rabbit, consumer_timeout, 5000)." >/dev/null &&
-	amqp-consume -q $Q.ct --match n -p 50 --consumer-timeout 5 --idle-exit 6 -- jq -c --unbuffered ". + {status: \"success\"}" >out.txt 2>err.txt &
-	pid=$! &&
+	{ amqp-consume -q $Q.ct --match n -p 50 --consumer-timeout 5 --idle-exit 6 -- jq -c --unbuffered ". + {status: \"success\"}" >out.txt 2>err.txt & pid=$!; } &&
 	child=$(for i in $(seq 1 100); do c=$(pgrep -P $pid) && echo "$c" && break; sleep 0.05; done) &&
 	test -n "$child" && kill -STOP $child &&
 	publish_n $Q.ct 1 20 &&
