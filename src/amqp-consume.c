@@ -825,9 +825,8 @@ sort_suspects(int status, long *nblamed)
 	if (alone_in_hands != NULL && !innocent) {
 		/* Nothing else was in its hands. */
 		blame(alone_in_hands);
-		alone_in_hands = NULL;
 		*nblamed = 1;
-		return 1;
+		innocent = 1;	/* the others in the list below were not in its hands */
 	}
 	alone_in_hands = NULL;
 	if (!innocent && opt.match == NULL && sent_head != NULL && !sent_head->returned) {
@@ -871,7 +870,7 @@ sort_suspects(int status, long *nblamed)
 	keys_clear();
 	nsent = 0;
 	if (innocent)
-		return 0;
+		return *nblamed > 0;
 	if (nfresh > 0)
 		group_push(0, fresh, nfresh);
 	if (ntrial > 1) {
@@ -923,12 +922,12 @@ child_died(int status)
 		    opt.patience);
 	delay = backoff_next(&child.backoff);
 	child.restart_at = now_seconds() + delay;
-	warning("%s %s while answering %ld messages (%s); restarting it in %.1f s", opt.argv[0],
+	warning("%s %s while answering %ld messages (%s%s); restarting it in %.1f s", opt.argv[0],
 	    how, held, !suspects ? (held ? "it read none of them or said a service is "
 	    "unavailable: none is blamed" : "none was in its hands") : nblamed ? "the one that "
-	    "killed it goes back to the queue, counted as a failed delivery; the others are "
-	    "suspects, tried again in halves" : "they are suspects, tried again in halves",
-	    delay);
+	    "killed it goes back to the queue, counted as a failed delivery" : "they are "
+	    "suspects, tried again in halves", suspects && nblamed && held > 1 ? "; the others "
+	    "are suspects, tried again in halves" : "", delay);
 }
 
 /*
