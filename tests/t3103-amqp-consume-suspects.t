@@ -28,14 +28,13 @@ test_expect_success "a poison message among 500 good ones (${mode:-in order}): t
 	expect_eq 500 "$(jq .n out.txt | sort -un | wc -l)" "good messages answered" &&
 	expect_eq 3 "$(grep -c "the one that killed it goes back to the queue, counted" err.txt)" "deliveries of the poison message counted" &&
 	test "$(lines seen.poison)" -le 10 &&
-	wait_depth $q.dead 1 && wait_depth $q 0 &&
-	amqp-consume -q $q.dead --idle-exit 1 -- jq -c --unbuffered ". + {status: \"success\"}" >dead.txt &&
-	expect_eq true "$(jq .poison dead.txt)" "the message in Q.dead"
+	expect_eq "" "$(jq "select(.status != \"success\")" out.txt)" "answers other than success" &&
+	wait_depth $q.dead 1 && wait_depth $q 0
 '
 done
 
 test_expect_success 'a child exiting 69 (a service it needs is down) is restarted through a long outage, blaming nothing' '
-	publish_n $Q.out 1 5 &&
+	publish_n $Q.out 1 5 --max-deliveries 2 &&
 	cat >child <<-\EOF &&
 	#!/bin/sh
 	read -r line
