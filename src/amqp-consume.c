@@ -95,7 +95,7 @@ static int draining;			/* no new messages: finish those in flight, then exit */
 static double drain_since;
 static int linked;			/* connected, declared and consuming */
 static double connect_at, lost_since = -1, last_activity, last_answer, next_lost_report;
-static double next_stall_report, next_timeout_scan;
+static double stall_since, next_stall_report, next_timeout_scan;	/* stall_since: last answer, or first message given since */
 static int lost_refusing;		/* the broker is up, the queue does not work */
 static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 
@@ -502,8 +502,10 @@ give(struct msg *m)
 	child.wlen += m->len;
 	child.wbuf[child.wlen++] = '\n';
 	m->sent = 1;
-	if (nsent++ == 0)
-		next_stall_report = now_seconds() + opt.report_every;
+	if (nsent++ == 0) {
+		stall_since = now_seconds();
+		next_stall_report = stall_since + opt.report_every;
+	}
 	if (opt.match != NULL) {
 		keys_add(m);
 	} else {
@@ -736,7 +738,7 @@ take_answers(void)
 	}
 	out_flush("messages answered before this one were acked");
 	if (p != child.rbuf) {
-		last_activity = last_answer = now_seconds();
+		last_activity = last_answer = stall_since = now_seconds();
 		next_stall_report = last_answer + opt.report_every;
 		child.down_since = -1;
 		backoff_reset(&child.backoff);
@@ -1252,15 +1254,10 @@ done_draining(void)
 static void
 report_stall(double now)
 {
-	double since = last_answer;
-
 	if (nsent == 0 || child.pid == 0 || now < next_stall_report)
 		return;
-	for (struct msg *m = head; m != NULL; m = m->next)
-		if (m->sent && m->since > since)
-			since = m->since;
 	warning("%s has answered nothing for %.0f s while holding %ld messages (pid %d)",
-	    opt.argv[0], now - (last_answer > 0 ? last_answer : since), nsent, (int)child.pid);
+	    opt.argv[0], now - stall_since, nsent, (int)child.pid);
 	next_stall_report = now + opt.report_every;
 }
 
