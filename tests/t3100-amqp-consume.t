@@ -151,7 +151,7 @@ test_expect_success 'SIGTERM under load: exit 0, every message either answered a
 	# a child taking 2 ms a message, so that SIGTERM finds work in progress
 	cat >child <<-\EOF &&
 	#!/bin/sh
-	while read -r line; do sleep 0.002; printf "%s\n" "$line"; done
+	while read -r line; do sleep 0.002; printf "%s\n" "${line%\}},\"status\":\"success\"}"; done
 	EOF
 	chmod +x child &&
 	{ amqp-consume -q $Q.term -p 100 -- ./child >out.txt 2>err.txt & } && pid=$! &&
@@ -172,9 +172,9 @@ test_expect_success 'SIGTERM with nothing to do exits 0 at once (within a second
 	{ test $took -lt 1000 || fail "exited $took ms after SIGTERM"; }
 '
 
-test_expect_success 'a child that dies before reading anything: exit 69, no message dead-lettered' '
+test_expect_success 'a child that dies before reading anything: exit 69 after --patience, no message dead-lettered' '
 	publish_n $Q.false 1 5 &&
-	test_expect_code 69 amqp-consume -q $Q.false --idle-exit 5 -- false 2>err.txt &&
+	test_expect_code 69 amqp-consume -q $Q.false --idle-exit 5 --patience 2 -- false 2>err.txt &&
 	expect_grep "giving up" err.txt &&
 	drain $Q.false >left && expect_eq 5 "$(lines left)" "messages still queued"
 '
