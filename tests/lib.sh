@@ -69,13 +69,11 @@ test_fail_() {
 # Fd 7 is the body's own stderr, for helpers whose caller redirected 2.
 test_expect_success() {
 	local name=$1 body=$2
-	local rc=0
 	# Not in an && list: bash ignores set -e inside a subshell whose status
 	# is tested, and only the body's last command would count.
 	( cleanup_cmds=(); trap run_cleanups EXIT; exec 7>&2; cd "$TRASH" && eval "set -e; $body" ) \
 		>"$BODY_OUT" 2>"$BODY_ERR" </dev/null
-	rc=$?
-	if [ "$rc" = 0 ]; then test_ok_ "$name"; else test_fail_ "$name"; fi
+	if [ $? = 0 ]; then test_ok_ "$name"; else test_fail_ "$name"; fi
 }
 
 test_done() {
