@@ -22,7 +22,7 @@ test_expect_success 'broker unreachable at start: a line on stderr within 5 s, a
 	{ RABBITMQ_URL=amqp://guest:guest@127.0.0.1:$port/ OA_WAIT_REPORT=1 \
 		amqp-consume -q $Q.none --patience 4 -- cat 2>err.txt & pid=$!; } &&
 	await_grep "unreachable: .*waiting for it for 0 s so far" err.txt 5 &&
-	{ wait $pid; rc=$?; } ; expect_eq 69 "$rc" "exit status" &&
+	test_expect_code 69 wait $pid &&
 	test "$(grep -c "waiting for it for" err.txt)" -ge 3 &&
 	expect_grep "unavailable for 4 s (--patience; unreachable)" err.txt
 '
