@@ -52,6 +52,12 @@
  */
 
 #define JOB_MAX (2 * FULFIL_CALLS_MAX)	/* lines in hand at once */
+/*
+ * While vendors' answers keep the loop busy, lines read are looked up once
+ * this many have gathered (a lookup is a round trip); as soon as the loop
+ * has nothing else to do, at once.
+ */
+#define LOOKUP_GATHER 64
 #define REDO_MAX 5		/* times a commit is redone after a deadlock or a lost connection */
 #define ORDER_ID_MAX 9007199254740991LL
 
@@ -1042,7 +1048,7 @@ run(void)
 	jsonl_open(&rd, stdin);
 	for (;;) {
 		struct curl_waitfd in = { .fd = rd.fd, .events = CURL_WAIT_POLLIN };
-		int running, left, nfds = 0;
+		int running, left, nfds = 0, answered = 0;
 		long wait_ms = 1000;
 		CURLMsg *msg;
 		CURLMcode mc;
@@ -1051,7 +1057,6 @@ run(void)
 		reclaim();
 		if (!eof)
 			eof = read_lines(&rd);
-		look_up_fresh();
 		if ((mc = curl_multi_perform(st.loop.multi, &running)) != CURLM_OK)
 			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
 		while ((msg = curl_multi_info_read(st.loop.multi, &left)) != NULL) {
@@ -1062,7 +1067,10 @@ run(void)
 
 			http_loop_remove(&st.loop, h);
 			call_done(h, rc);
+			answered++;
 		}
+		if (answered == 0 || st.fresh.n >= LOOKUP_GATHER || eof)
+			look_up_fresh();
 		due = dispatch_waiting(now_seconds());
 		hand_over();
 		if (eof && st.live == 0)
@@ -1089,7 +1097,7 @@ read_match(void)
 {
 	const char *m = getenv("OA_MATCH");
 
-	if (m == NULL)
+	if (m == NULL || *m == '\0')
 		return;
 	if (strcmp(m, "order_id") != 0)
 		die(EXIT_USAGE, "OA_MATCH=%s: fulfil answers by order_id (amqp-consume --match "
