@@ -517,6 +517,10 @@ judge(struct job *j)
 		j->verdict = last ? V_DEAD : V_RETRY;
 		snprintf(reason, sizeof reason, "vendor %.128s: %.200s", j->vendor, j->why);
 		j->answer_reason = xstrdup(reason);
+		if (last)
+			warning("order %lld: %s after %ld attempts; it stays pending and reserved, "
+			    "its message goes to the dead-letter queue (--unavailable dead)", j->id,
+			    reason, j->attempts + 1);
 		return;
 	case VA_UNDEFINED:
 		break;
