@@ -281,6 +281,7 @@ connect_patiently(const char *not_done)
 {
 	double t0 = now_seconds();
 	PGconn *c = db_connect(0);
+	int waited = c == NULL;
 
 	while (c == NULL) {
 		double left = t0 + st.db_patience - now_seconds();
@@ -292,8 +293,8 @@ connect_patiently(const char *not_done)
 		    ceil(left), st.db_patience);
 		c = db_connect(left < st.report_every ? left : st.report_every);
 	}
-	if (now_seconds() - t0 > 1)
-		warning("database: connected after %.0f s", now_seconds() - t0);
+	if (waited)
+		warning("database: connected after %.1f s", now_seconds() - t0);
 	return c;
 }
 
