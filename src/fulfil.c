@@ -1082,7 +1082,9 @@ run(void)
 			break;
 		if (due >= 0 && due * 1000 < wait_ms)
 			wait_ms = (long)ceil(due * 1000);
-		if (!eof && st.free_jobs != NULL) {
+		if (st.fresh.head != NULL)
+			wait_ms = 0;	/* looked up on the next turn */
+		else if (!eof && st.free_jobs != NULL) {
 			if (rd.start < rd.end || rd.fd < 0)
 				wait_ms = 0;
 			else
