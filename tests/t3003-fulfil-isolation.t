@@ -45,6 +45,18 @@ test_expect_success 'OA_MATCH=order_id: with 1 in 100 orders at a vendor of 3 s,
 	expect_eq 4 "$(grep -c "\"order_id\":900[1-4],\"status\":\"success\"" mixed.out)" "slow orders answered success"
 '
 
+test_expect_success '--vendor-calls 1: a second order of the busy vendor is answered defer after --defer-after, nothing counted' '
+	orders 9501 9502 slow S-1 && orders 9601 9601 acme A-1 &&
+	printf "{\"order_id\":%d}\n" 9501 9502 9601 >in &&
+	start=$EPOCHREALTIME &&
+	{ OA_MATCH=order_id fulfil --vendor-calls 1 --defer-after 0.5 <in 2>err | stamp >out; } &&
+	expect_eq "9601:success 9502:defer 9501:success" "$(cut -d" " -f2- out | jq -r "\"\(.order_id):\(.status)\"" | xargs)" "answers" &&
+	expect_grep "vendor slow has 1 calls in flight (--vendor-calls)" out &&
+	d=$(grep 9502 out | cut -d" " -f1) &&
+	awk -v d="$d" "BEGIN { exit !(d >= 0.5 && d < 2.5) }" || fail "defer answered after $d s" &&
+	expect_eq "pending 0" "$(sql "SELECT status || '"' '"' || attempts FROM orders WHERE id = 9502")" "deferred order"
+'
+
 test_expect_success 'in-order mode (amqp-consume without --match): every order of both vendors succeeds' '
 	mixed 2001 9101 | amqp-publish -q "$Q" 2>pub.err &&
 	amqp-consume -q "$Q" -p 512 --idle-exit 2 -- fulfil >w.out 2>w.err &&
