@@ -538,11 +538,12 @@ judge(struct job *j)
 }
 
 static void
-call_done(CURL *h, CURLcode rc)
+call_done(CURL *h, CURLcode rc, void *arg)
 {
 	struct slot *sl;
 	struct job *j;
 
+	(void)arg;
 	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&sl);
 	j = sl->job;
 	j->outcome = http_result(h, rc, &sl->resp, &j->http_status, j->why, sizeof j->why);
@@ -867,7 +868,7 @@ committer(void *arg)
 				jl_push(&st.returned, w[i]);
 		st.busy = 0;
 		pthread_cond_broadcast(&st.cv);
-		curl_multi_wakeup(st.loop.multi);
+		http_loop_wakeup(&st.loop);
 	}
 	pthread_mutex_unlock(&st.mu);
 	return NULL;
@@ -1052,28 +1053,15 @@ run(void)
 
 	jsonl_open(&rd, stdin);
 	for (;;) {
-		struct curl_waitfd in = { .fd = rd.fd, .events = CURL_WAIT_POLLIN };
-		int running, left, nfds = 0, answered = 0;
 		long wait_ms = 1000;
-		CURLMsg *msg;
-		CURLMcode mc;
+		int fd = -1;
+		size_t answered;
 		double due;
 
 		reclaim();
 		if (!eof)
 			eof = read_lines(&rd);
-		if ((mc = curl_multi_perform(st.loop.multi, &running)) != CURLM_OK)
-			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
-		while ((msg = curl_multi_info_read(st.loop.multi, &left)) != NULL) {
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			CURL *h = msg->easy_handle;
-			CURLcode rc = msg->data.result;
-
-			http_loop_remove(&st.loop, h);
-			call_done(h, rc);
-			answered++;
-		}
+		answered = http_loop_step(&st.loop, call_done, NULL);
 		if (answered == 0 || st.fresh.n >= LOOKUP_GATHER || eof)
 			look_up_fresh();
 		due = dispatch_waiting(now_seconds());
@@ -1088,10 +1076,9 @@ run(void)
 			if (rd.start < rd.end || rd.fd < 0)
 				wait_ms = 0;
 			else
-				nfds = 1;
+				fd = rd.fd;
 		}
-		if ((mc = curl_multi_poll(st.loop.multi, &in, nfds, (int)wait_ms, NULL)) != CURLM_OK)
-			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
+		http_loop_wait(&st.loop, fd, wait_ms);
 	}
 	if (ferror(stdin) || rd.error)
 		die(EXIT_OUTPUT, "reading standard input failed; %s", not_done());
