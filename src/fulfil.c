@@ -1,6 +1,7 @@
 /* fulfil: ask each pending order's vendor to fulfil it, record the outcome, and answer one line per order. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -11,43 +12,76 @@
 #include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/db.h"
+#include "lib/hash.h"
 #include "lib/http.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/vendor_answer.h"
 #include "lib/xalloc.h"
 
 /*
- * Lines already waiting on stdin are taken as one batch: their orders are
- * looked up in one query, the pending ones' vendors are called in parallel
- * over one curl multi handle (whose connection cache keeps connections
- * alive between batches), and every outcome is committed in one
- * transaction. Each change is guarded by status = 'pending', so a duplicate
- * delivery, here or in another fulfil, changes nothing twice; a guarded
- * change that finds the order no longer pending answers its current status
- * instead.
- * Answers are written in input order only after the commit.
+ * Each order is answered when its own vendor call ends: nothing waits for
+ * another order's vendor.
  *
- * Two threads, each with its own database connection, overlap consecutive
- * batches: the main thread reads, looks up and calls the vendors of batch
- * k+1 while the committer commits batch k and writes its answers. The
- * committer takes one batch at a time, so commits and answers keep input
- * order; a batch that names an order of the batch being committed waits for
- * that commit before looking anything up, so it sees the outcome.
+ * The main thread reads the lines already waiting, looks their orders up in
+ * one query, and starts each pending order's vendor call at once over one
+ * curl multi handle (whose connection cache keeps connections alive), as
+ * long as the order's vendor has a free slot: a vendor has at most
+ * --vendor-calls calls in flight, so a slow one cannot take every slot. An
+ * order whose vendor's share is full waits for a slot up to --defer-after
+ * seconds, then is answered "defer" (amqp-consume brings it back later
+ * without counting an attempt), so a slow vendor's orders never hold the
+ * consumer's prefetch for the others.
+ *
+ * Finished orders (the vendor answered, or there was nothing to do) go to the
+ * committer thread, which has its own database connection: whatever finished
+ * while its last commit ran is committed in one transaction (group commit),
+ * each change guarded by status = 'pending', so a duplicate delivery, here or
+ * in another fulfil, changes nothing twice; a guarded change that finds the
+ * order no longer pending answers its current status instead. A failed commit
+ * is redone alone: the vendors' answers stand. Answers are written after their
+ * commit: as they come with OA_MATCH=order_id (amqp-consume --match order_id),
+ * else in input order.
+ *
+ * A line naming an order that an earlier line still has in hand (looked up,
+ * at its vendor, or not yet committed) waits until that one is committed and
+ * answered, then is looked up: it sees the outcome.
  */
 
-#define BATCH_MAX 256
-#define REDO_MAX 5		/* times a batch is redone after a deadlock or a lost connection */
+#define JOB_MAX (2 * FULFIL_CALLS_MAX)	/* lines in hand at once */
+/*
+ * While vendors' answers keep the loop busy, lines read are looked up once
+ * this many have gathered (a lookup is a round trip); as soon as the loop
+ * has nothing else to do, at once.
+ */
+#define LOOKUP_GATHER 64
+#define REDO_MAX 5		/* times a commit is redone after a deadlock or a lost connection */
 #define ORDER_ID_MAX 9007199254740991LL
 
-enum verdict { V_NONE, V_SUCCESS, V_FAILED, V_RETRY };
+enum verdict { V_NONE, V_SUCCESS, V_FAILED, V_RETRY, V_DEAD, V_DEFER };
+
+/* Where a line is, as the main thread sees it. */
+enum stage {
+	S_FREE,		/* not in use */
+	S_HELD,		/* its order is in hand for an earlier line */
+	S_NEW,		/* read, to be looked up */
+	S_WAIT,		/* pending, waiting for a slot of its vendor's */
+	S_CALL,		/* at its vendor */
+	S_DONE,		/* finished, to be committed */
+	S_COMMIT	/* with the committer until it is answered */
+};
 
 struct job {
+	long long seq;		/* input order */
 	long lineno;
 	long long id;
 	const char *bad;	/* why the line is not an order message (static), or NULL */
+	enum stage stage;
+	struct job *next;	/* in its stage's list */
+	int committed;		/* the committer's, under st.mu */
 	/* the order, as the database has it */
 	int found;
 	char status[16];
@@ -55,6 +89,8 @@ struct job {
 	long long quantity;
 	long attempts;
 	/* the vendor's answer */
+	size_t vi;		/* its vendor (st.vendors) */
+	double waiting_since;
 	struct slot *slot;
 	enum http_outcome outcome;
 	long http_status;
@@ -65,9 +101,14 @@ struct job {
 	long answer_attempts;
 };
 
+struct jlist {
+	struct job *head, *tail;
+	size_t n;
+};
+
 /*
  * One vendor call in flight: its handle is set up once and kept, with its
- * connection and buffers, for the calls of later batches.
+ * buffers, for later calls.
  */
 struct slot {
 	CURL *h;
@@ -75,6 +116,14 @@ struct slot {
 	char *vendor;		/* whose URL the handle has */
 	char body[512 + 64];
 	struct job *job;
+	struct slot *next_free;
+};
+
+/* A vendor seen in an order: its calls in flight and its orders waiting for a slot. */
+struct vendor {
+	char *name;
+	long calls;
+	struct jlist waiting;
 };
 
 /* A database connection and why its last statement failed. */
@@ -84,32 +133,49 @@ struct dbc {
 	struct buf ids;		/* the bigint[] parameter of a batch's statements, reused */
 };
 
-/* A batch and its lines' jobs. */
-struct batch {
-	struct job jobs[BATCH_MAX];
-	size_t n;
-};
-
 static struct {
 	const char *base;
-	long max_attempts;
+	long max_attempts, vendor_calls;
+	double defer_after, db_patience, report_every;
+	int match;		/* OA_MATCH=order_id: answer as orders end */
+	int unavailable_dead;	/* --unavailable dead */
 	struct http_limits lim;
 	struct dbc look;	/* the main thread's: lookups */
 	struct dbc keep;	/* the committer's: changes */
 	struct http_loop loop;
-	struct slot pool[BATCH_MAX];
+	struct slot pool[FULFIL_CALLS_MAX];
+	struct slot *free_slots;
+	struct job jobs[JOB_MAX];
+	size_t jobs_used;	/* high-water mark of jobs[] */
+	struct job *free_jobs;
+	size_t live;		/* jobs not free */
+	long long seq;
+	struct vendor *vendors;
+	size_t n_vendors, cap_vendors;
+	struct hash vendor_index;
+	struct jlist held, fresh, done;
+	long waiting;		/* jobs in S_WAIT */
 	atomic_long answered;
 	atomic_int bad_lines;
-	/* the hand-off to the committer: one batch at a time */
+	/* shared with the committer, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct batch *handed;	/* given and not yet answered, or NULL */
+	struct jlist handed;	/* to commit */
+	int busy;		/* the committer has a batch */
+	struct jlist returned;	/* answered: the main thread frees them */
+	struct job *ring[JOB_MAX];	/* in-order mode: the lines in hand, in input order */
+	size_t ring_head, ring_n;
 	int closing;		/* no more batches will come */
 } st = {
 	.max_attempts = 5,
+	.vendor_calls = FULFIL_VENDOR_CALLS,
+	.defer_after = FULFIL_DEFER_AFTER,
+	.db_patience = FULFIL_DB_PATIENCE,
+	.report_every = WAIT_REPORT_EVERY,
 	.lim = { .timeout = 10, .connect_timeout = 5, .max_bytes = 1 << 20 },
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.cv = PTHREAD_COND_INITIALIZER,
+	.vendor_index = HASH_MAP,
 };
 
 /*
@@ -121,11 +187,6 @@ static struct {
 static const char *const LOOKUP =
 	"SELECT o.id, o.status, o.sku, o.vendor, o.quantity, o.attempts, o.reason"
 	" FROM unnest($1::bigint[]) AS u(id) JOIN orders o ON o.id = u.id";
-
-static const char *const MARK_SUCCESS =
-	"UPDATE orders SET status = 'success', reason = NULL, fulfilled_at = now(),"
-	" updated_at = now(), attempts = attempts + 1"
-	" WHERE id = $1 AND status = 'pending' RETURNING attempts";
 
 /* Every success of a batch in one statement: successes are the common case. */
 static const char *const MARK_SUCCESSES =
@@ -143,6 +204,7 @@ static const char *const MARK_FAILED =
 	"   FROM o WHERE v.sku = o.sku AND v.vendor = o.vendor RETURNING 1)"
 	" SELECT attempts FROM o";
 
+/* A retry, and a dead letter: the order stays pending and reserved. */
 static const char *const MARK_RETRY =
 	"UPDATE orders SET attempts = attempts + 1, reason = $2, updated_at = now()"
 	" WHERE id = $1 AND status = 'pending' RETURNING attempts";
@@ -153,8 +215,54 @@ static const char *const CURRENT =
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--max-attempts N] [--timeout S] [--base URL]\n", progname);
+	fprintf(fp, "usage: %s [--max-attempts N] [--timeout S] [--base URL]\n"
+	    "\t[--vendor-calls N] [--defer-after S] [--unavailable fail|dead] [--db-patience S]\n",
+	    progname);
 	exit(code);
+}
+
+/* --- lists ---------------------------------------------------------------------- */
+
+static void
+jl_push(struct jlist *l, struct job *j)
+{
+	j->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = j;
+	else
+		l->head = j;
+	l->tail = j;
+	l->n++;
+}
+
+static struct job *
+jl_pop(struct jlist *l)
+{
+	struct job *j = l->head;
+
+	if (j != NULL) {
+		l->head = j->next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		l->n--;
+		j->next = NULL;
+	}
+	return j;
+}
+
+/* Append all of b to a; b is left empty. */
+static void
+jl_splice(struct jlist *a, struct jlist *b)
+{
+	if (b->head == NULL)
+		return;
+	if (a->tail != NULL)
+		a->tail->next = b->head;
+	else
+		a->head = b->head;
+	a->tail = b->tail;
+	a->n += b->n;
+	*b = (struct jlist){ 0 };
 }
 
 /* --- the database ------------------------------------------------------------- */
@@ -164,6 +272,32 @@ usage(FILE *fp, int code)
  * saying why, so recover() can tell a deadlock or a lost connection from a bug.
  */
 
+/*
+ * Connect within --db-patience. Waiting says so when it starts and then
+ * every WAIT_REPORT_EVERY seconds (db_connect warns as each try gives up).
+ */
+static PGconn *
+connect_patiently(const char *not_done)
+{
+	double t0 = now_seconds();
+	PGconn *c = db_connect(0);
+	int waited = c == NULL;
+
+	while (c == NULL) {
+		double left = t0 + st.db_patience - now_seconds();
+
+		if (left <= 0)
+			die(EXIT_UNAVAILABLE, "database unavailable for %g s (--db-patience); %s",
+			    st.db_patience, not_done);
+		warning("database: waiting for it, %.0f s more at most (--db-patience %g)",
+		    ceil(left), st.db_patience);
+		c = db_connect(left < st.report_every ? left : st.report_every);
+	}
+	if (waited)
+		warning("database: connected after %.1f s", now_seconds() - t0);
+	return c;
+}
+
 /* Connect, and prepare the statements of every batch. */
 static void
 connect_db(struct dbc *d, const char *not_done)
@@ -172,7 +306,7 @@ connect_db(struct dbc *d, const char *not_done)
 		{ "lookup", LOOKUP }, { "successes", MARK_SUCCESSES },
 	};
 
-	d->conn = db_connect_or_die(not_done);
+	d->conn = connect_patiently(not_done);
 	if (db_prepare(d->conn, stmts, sizeof stmts / sizeof stmts[0], &d->failure) < 0)
 		db_die(&d->failure, "database: cannot prepare statements; %s", not_done);
 }
@@ -191,12 +325,27 @@ job_forget(struct job *j)
 }
 
 static struct job *
-job_by_id(struct job *jobs, size_t n, long long id)
+job_in(const struct jlist *l, long long id)
 {
-	for (size_t i = 0; i < n; i++)
-		if (jobs[i].bad == NULL && jobs[i].id == id)
-			return &jobs[i];
+	for (struct job *j = l->head; j != NULL; j = j->next)
+		if (j->bad == NULL && j->id == id)
+			return j;
 	return NULL;
+}
+
+/* The ids of l's jobs that want, as a bigint[] literal in d's buffer; NULL when there is none. */
+static const char *
+id_array(struct dbc *d, const struct jlist *l, int (*want)(const struct job *))
+{
+	size_t k = 0;
+
+	db_array_begin(&d->ids);
+	for (const struct job *j = l->head; j != NULL; j = j->next)
+		if (want(j)) {
+			db_array_bigint(&d->ids, j->id);
+			k++;
+		}
+	return k > 0 ? db_array_end(&d->ids) : NULL;
 }
 
 static int
@@ -211,29 +360,11 @@ is_success(const struct job *j)
 	return j->verdict == V_SUCCESS;
 }
 
-/*
- * The ids of the jobs that want, as a bigint[] literal in d's buffer; NULL
- * when there is none.
- */
-static const char *
-id_array(struct dbc *d, const struct job *jobs, size_t n, int (*want)(const struct job *))
-{
-	size_t k = 0;
-
-	db_array_begin(&d->ids);
-	for (size_t i = 0; i < n; i++)
-		if (want(&jobs[i])) {
-			db_array_bigint(&d->ids, jobs[i].id);
-			k++;
-		}
-	return k > 0 ? db_array_end(&d->ids) : NULL;
-}
-
-/* One query for every order of the batch. */
+/* One query for every order of the list. */
 static int
-lookup(struct job *jobs, size_t n)
+lookup(const struct jlist *l)
 {
-	const char *ids = id_array(&st.look, jobs, n, is_order);
+	const char *ids = id_array(&st.look, l, is_order);
 	PGresult *r;
 
 	if (ids == NULL)
@@ -243,7 +374,7 @@ lookup(struct job *jobs, size_t n)
 	if (r == NULL)
 		return -1;
 	for (int row = 0; row < PQntuples(r); row++) {
-		struct job *j = job_by_id(jobs, n, strtoll(PQgetvalue(r, row, 0), NULL, 10));
+		struct job *j = job_in(l, strtoll(PQgetvalue(r, row, 0), NULL, 10));
 
 		j->found = 1;
 		snprintf(j->status, sizeof j->status, "%s", PQgetvalue(r, row, 1));
@@ -260,9 +391,28 @@ lookup(struct job *jobs, size_t n)
 /* --- the vendors ---------------------------------------------------------------- */
 
 static int
-wants_call(const struct job *j)
+same_vendor(const void *ctx, size_t i)
 {
-	return j->bad == NULL && j->found && strcmp(j->status, "pending") == 0;
+	return strcmp(st.vendors[i].name, ctx) == 0;
+}
+
+/* The index of the vendor called name in st.vendors, added on first sight. */
+static size_t
+vendor_of(const char *name)
+{
+	uint64_t h = hash_string(name);
+	size_t i;
+
+	if (hash_find(&st.vendor_index, h, same_vendor, name, &i) == 0)
+		return i;
+	if (st.n_vendors == st.cap_vendors) {
+		st.cap_vendors = st.cap_vendors ? 2 * st.cap_vendors : 16;
+		st.vendors = xreallocarray(st.vendors, st.cap_vendors, sizeof *st.vendors);
+	}
+	i = st.n_vendors++;
+	st.vendors[i] = (struct vendor){ .name = xstrdup(name) };
+	hash_add(&st.vendor_index, h, same_vendor, name, i, NULL);
+	return i;
 }
 
 /* Point the slot at the order's vendor; a handle is set up once, on its first use. */
@@ -280,7 +430,8 @@ slot_aim(struct slot *sl, const char *vendor)
 		sl->h = xalloc_check(curl_easy_init());
 		http_resp_init(&sl->resp, st.lim.max_bytes);
 		curl_easy_setopt(sl->h, CURLOPT_PRIVATE, sl);
-	}
+	} else
+		http_resp_reset(&sl->resp);
 	if (http_prepare(sl->h, url, &st.lim, &sl->resp) < 0)
 		die(EXIT_BUG, "vendor %s: %s", vendor, sl->resp.err);
 	free(sl->vendor);
@@ -289,10 +440,12 @@ slot_aim(struct slot *sl, const char *vendor)
 }
 
 static void
-call_start(struct job *j, struct slot *sl)
+call_start(struct job *j)
 {
+	struct slot *sl = st.free_slots;
 	cJSON *o = xalloc_check(cJSON_CreateObject());
 
+	st.free_slots = sl->next_free;
 	json_add_int(o, "order_id", j->id);
 	cJSON_AddStringToObject(o, "sku", j->sku);
 	json_add_int(o, "quantity", j->quantity);
@@ -303,9 +456,85 @@ call_start(struct job *j, struct slot *sl)
 	if (http_post_json(sl->h, &sl->resp, sl->body, strlen(sl->body)) < 0)
 		die(EXIT_BUG, "order %lld: %s", j->id, sl->resp.err);
 	j->slot = sl;
+	j->stage = S_CALL;
 	sl->job = j;
+	st.vendors[j->vi].calls++;
 	http_loop_add(&st.loop, sl->h);
 	debugx("order %lld: POST to vendor %s", j->id, j->vendor);
+}
+
+/* A pending order: at its vendor now if the vendor has a free slot, else waiting for one. */
+static void
+call_or_wait(struct job *j, double now)
+{
+	struct vendor *v;
+
+	j->vi = vendor_of(j->vendor);
+	v = &st.vendors[j->vi];
+	if (v->waiting.n == 0 && v->calls < st.vendor_calls && st.free_slots != NULL) {
+		call_start(j);
+		return;
+	}
+	j->stage = S_WAIT;
+	j->waiting_since = now;
+	jl_push(&v->waiting, j);
+	st.waiting++;
+}
+
+static void
+finish(struct job *j)
+{
+	j->stage = S_DONE;
+	jl_push(&st.done, j);
+}
+
+/* What the vendor's answer means for the order (SPEC §4, §5). */
+static void
+judge(struct job *j)
+{
+	const struct buf *body = &j->slot->resp.body;
+	const char *refusal;
+	enum vendor_answer a = vendor_answer_classify(j->outcome, j->http_status, body->data,
+	    body->len, &refusal);
+	int last = j->attempts + 1 >= st.max_attempts;
+	char reason[512];
+
+	switch (a) {
+	case VA_ACCEPTED:
+		j->verdict = V_SUCCESS;
+		return;
+	case VA_REFUSED:
+		j->verdict = V_FAILED;
+		j->answer_reason = xstrdup(refusal);
+		j->answer_error = xstrdup(j->why);
+		return;
+	case VA_TRANSIENT:
+		j->answer_error = xstrdup(j->why);
+		if (last && !st.unavailable_dead) {
+			j->verdict = V_FAILED;
+			j->answer_reason = xstrdup("vendor_unavailable");
+			return;
+		}
+		j->verdict = last ? V_DEAD : V_RETRY;
+		snprintf(reason, sizeof reason, "vendor %.128s: %.200s", j->vendor, j->why);
+		j->answer_reason = xstrdup(reason);
+		if (last)
+			warning("order %lld: %s after %ld attempts; it stays pending and reserved, "
+			    "its message goes to the dead-letter queue (--unavailable dead)", j->id,
+			    reason, j->attempts + 1);
+		return;
+	case VA_UNDEFINED:
+		break;
+	}
+	if (j->http_status != 0)
+		snprintf(reason, sizeof reason, "vendor %.128s answered HTTP %ld, not an answer of "
+		    "the vendor API", j->vendor, j->http_status);
+	else
+		snprintf(reason, sizeof reason, "vendor %.128s: %.200s", j->vendor, j->why);
+	j->verdict = last ? V_DEAD : V_RETRY;
+	j->answer_reason = xstrdup(reason);
+	warning("order %lld: %s; it stays pending and reserved%s", j->id, reason,
+	    last ? ", its message goes to the dead-letter queue (--max-attempts)" : "; retrying");
 }
 
 static void
@@ -318,66 +547,60 @@ call_done(CURL *h, CURLcode rc, void *arg)
 	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&sl);
 	j = sl->job;
 	j->outcome = http_result(h, rc, &sl->resp, &j->http_status, j->why, sizeof j->why);
-	debugx("order %lld: %s", j->id, j->outcome == HTTP_OK ? "accepted" : j->why);
+	debugx("order %lld: %s", j->id, j->outcome == HTTP_OK ? "answered" : j->why);
+	judge(j);
+	st.vendors[j->vi].calls--;
+	sl->job = NULL;
+	j->slot = NULL;
+	sl->next_free = st.free_slots;
+	st.free_slots = sl;
+	finish(j);
 }
 
-/* Every pending order's vendor, all at once; each job gets its outcome. */
-static void
-call_vendors(struct job *jobs, size_t n)
+/*
+ * Start what waits for a slot that is free now; answer "defer" for what
+ * waited --defer-after. Returns the seconds until the next deferral is due,
+ * or -1 when nothing waits.
+ */
+static double
+dispatch_waiting(double now)
 {
-	size_t k = 0;
+	double due = -1;
 
-	for (size_t i = 0; i < n; i++)
-		if (wants_call(&jobs[i]))
-			call_start(&jobs[i], &st.pool[k++]);
-	if (k > 0)
-		http_loop_run(&st.loop, call_done, NULL);
-}
+	if (st.waiting == 0)
+		return -1;
+	for (size_t i = 0; i < st.n_vendors; i++) {
+		struct vendor *v = &st.vendors[i];
+		struct job *j;
 
-/* The vendor's own word for a refusal ({"error":"insufficient_stock"}), if it gave one. */
-static char *
-refusal_reason(const struct job *j)
-{
-	const struct buf *body = &j->slot->resp.body;
-	cJSON *b = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
-	const char *e = json_string(b, "error");
-	char buf[64];
-	char *r;
+		while (v->waiting.head != NULL && v->calls < st.vendor_calls &&
+		    st.free_slots != NULL) {
+			st.waiting--;
+			call_start(jl_pop(&v->waiting));
+		}
+		while ((j = v->waiting.head) != NULL && now - j->waiting_since >= st.defer_after) {
+			char reason[128 + 64];
 
-	/* It is stored and echoed: take it only if it looks like a reason code. */
-	if (e == NULL || *e == '\0' || strlen(e) > 64 || e[strspn(e,
-	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")] != '\0') {
-		snprintf(buf, sizeof buf, "vendor_refused_%ld", j->http_status);
-		e = buf;
-	}
-	r = xstrdup(e);
-	cJSON_Delete(b);
-	return r;
-}
+			jl_pop(&v->waiting);
+			st.waiting--;
+			if (v->calls >= st.vendor_calls)
+				snprintf(reason, sizeof reason, "vendor %.128s has %ld calls in "
+				    "flight (--vendor-calls)", v->name, v->calls);
+			else
+				snprintf(reason, sizeof reason, "all %d vendor calls are in flight",
+				    FULFIL_CALLS_MAX);
+			j->verdict = V_DEFER;
+			j->answer_reason = xstrdup(reason);
+			finish(j);
+		}
+		if (j != NULL) {
+			double d = j->waiting_since + st.defer_after - now;
 
-/* What the vendor's answer means for the order. */
-static void
-judge(struct job *j)
-{
-	if (j->outcome == HTTP_OK) {
-		j->verdict = V_SUCCESS;
-		return;
+			if (due < 0 || d < due)
+				due = d;
+		}
 	}
-	/* A 4xx is the vendor's considered refusal; anything else may pass. */
-	if (j->http_status >= 400 && j->http_status < 500 && j->outcome == HTTP_PERMANENT) {
-		j->verdict = V_FAILED;
-		j->answer_reason = refusal_reason(j);
-		j->answer_error = xstrdup(j->why);
-		return;
-	}
-	j->answer_error = xstrdup(j->why);
-	if (j->attempts + 1 >= st.max_attempts) {
-		j->verdict = V_FAILED;
-		j->answer_reason = xstrdup("vendor_unavailable");
-	} else {
-		j->verdict = V_RETRY;
-		j->answer_reason = xstrdup(j->why);
-	}
+	return due;
 }
 
 /* --- committing ----------------------------------------------------------------- */
@@ -407,15 +630,14 @@ decided_elsewhere(struct job *j, const char *id)
 static int
 record(struct job *j)
 {
-	const char *sql[] = { NULL, MARK_SUCCESS, MARK_FAILED, MARK_RETRY };
+	const char *sql = j->verdict == V_FAILED ? MARK_FAILED : MARK_RETRY;
 	char id[24];
 	const char *params[2] = { id, j->answer_reason };
 	PGresult *r;
 	int changed;
 
 	snprintf(id, sizeof id, "%lld", j->id);
-	r = db_run(st.keep.conn, &st.keep.failure, "recording the vendor's answer", sql[j->verdict],
-	    j->verdict == V_SUCCESS ? 1 : 2, params);
+	r = db_run(st.keep.conn, &st.keep.failure, "recording the vendor's answer", sql, 2, params);
 	if (r == NULL)
 		return -1;
 	changed = PQntuples(r) == 1;
@@ -430,9 +652,9 @@ record(struct job *j)
  * no longer pending (a duplicate fulfil won) answers what the order is now.
  */
 static int
-record_successes(struct job *jobs, size_t n)
+record_successes(struct jlist *b)
 {
-	const char *ids = id_array(&st.keep, jobs, n, is_success);
+	const char *ids = id_array(&st.keep, b, is_success);
 	char id[24];
 	PGresult *r;
 
@@ -442,56 +664,68 @@ record_successes(struct job *jobs, size_t n)
 	    "successes", 1, (const char *[]){ ids });
 	if (r == NULL)
 		return -1;
-	for (size_t i = 0; i < n; i++)
-		if (jobs[i].verdict == V_SUCCESS)
-			jobs[i].answer_attempts = -1;
+	for (struct job *j = b->head; j != NULL; j = j->next)
+		if (j->verdict == V_SUCCESS)
+			j->answer_attempts = -1;
 	for (int row = 0; row < PQntuples(r); row++) {
 		long long oid = strtoll(PQgetvalue(r, row, 0), NULL, 10);
 
-		for (size_t i = 0; i < n; i++)
-			if (jobs[i].verdict == V_SUCCESS && jobs[i].bad == NULL && jobs[i].id == oid)
-				jobs[i].answer_attempts = strtol(PQgetvalue(r, row, 1), NULL, 10);
+		for (struct job *j = b->head; j != NULL; j = j->next)
+			if (j->verdict == V_SUCCESS && j->bad == NULL && j->id == oid)
+				j->answer_attempts = strtol(PQgetvalue(r, row, 1), NULL, 10);
 	}
 	PQclear(r);
-	for (size_t i = 0; i < n; i++) {
-		if (jobs[i].verdict != V_SUCCESS || jobs[i].answer_attempts >= 0)
+	for (struct job *j = b->head; j != NULL; j = j->next) {
+		if (j->verdict != V_SUCCESS || j->answer_attempts >= 0)
 			continue;
-		snprintf(id, sizeof id, "%lld", jobs[i].id);
-		if (decided_elsewhere(&jobs[i], id) < 0)
+		snprintf(id, sizeof id, "%lld", j->id);
+		if (decided_elsewhere(j, id) < 0)
 			return -1;
 	}
 	return 0;
 }
 
 static int
-commit_batch(struct job *jobs, size_t n)
+changes(const struct job *j)
 {
+	return j->verdict != V_NONE && j->verdict != V_DEFER;
+}
+
+static int
+commit_batch(struct jlist *b)
+{
+	const struct job *j;
+
+	for (j = b->head; j != NULL && !changes(j); j = j->next)
+		;
+	if (j == NULL)
+		return 0;	/* nothing to change: no transaction */
 	if (db_command(st.keep.conn, &st.keep.failure, "beginning the batch", "BEGIN", 0, NULL) < 0)
 		return -1;
-	if (record_successes(jobs, n) < 0)
+	if (record_successes(b) < 0)
 		return -1;
-	for (size_t i = 0; i < n; i++) {
-		if (jobs[i].verdict == V_NONE || jobs[i].verdict == V_SUCCESS)
+	for (struct job *k = b->head; k != NULL; k = k->next) {
+		if (!changes(k) || k->verdict == V_SUCCESS)
 			continue;
-		if (record(&jobs[i]) < 0)
+		if (record(k) < 0)
 			return -1;
 	}
 	return db_command(st.keep.conn, &st.keep.failure, "committing the batch", "COMMIT", 0,
 	    NULL);
 }
 
-/* Every answer written so far was committed; what the lines not answered name was not changed. */
+/* What an error exit can say was and was not done. */
 static const char *
 not_done(void)
 {
-	static _Thread_local char buf[160];
+	static _Thread_local char buf[200];
 
-	snprintf(buf, sizeof buf, "%ld answer(s) written before were committed; the orders of "
-	    "the lines not answered were not changed", atomic_load(&st.answered));
+	snprintf(buf, sizeof buf, "%ld answer(s) written before were committed; the lines not answered "
+	    "may be fed again (every change is guarded)", atomic_load(&st.answered));
 	return buf;
 }
 
-static void wait_committed(void);
+static void wait_idle(void);
 
 /*
  * After the statement d->failure describes: a lost connection or a deadlock
@@ -506,7 +740,7 @@ recover(struct dbc *d, size_t n, int redo, struct backoff *b)
 
 	db_warn(f);
 	if (d == &st.look)
-		wait_committed();
+		wait_idle();
 	if (!f->lost && !f->retryable)
 		die(EXIT_SQL, "database: stopped on an unexpected error; %s", not_done());
 	if (redo >= REDO_MAX)
@@ -518,10 +752,15 @@ recover(struct dbc *d, size_t n, int redo, struct backoff *b)
 	}
 	PQfinish(d->conn);
 	connect_db(d, not_done());
-	warning("database: reconnected; redoing the batch of %zu line(s)", n);
+	warning("database: reconnected; redoing the %zu line(s) in hand", n);
 }
 
 /* --- answers -------------------------------------------------------------------- */
+
+static const char *const VERDICT_NAMES[] = {
+	[V_SUCCESS] = "success", [V_FAILED] = "failed", [V_RETRY] = "retry", [V_DEAD] = "dead",
+	[V_DEFER] = "defer",
+};
 
 static cJSON *
 answer(const struct job *j)
@@ -547,24 +786,24 @@ answer(const struct job *j)
 			cJSON_AddStringToObject(a, "reason", j->reason);
 		return a;
 	}
-	cJSON_AddStringToObject(a, "status", j->verdict == V_SUCCESS ? "success" :
-	    j->verdict == V_FAILED ? "failed" : "retry");
+	cJSON_AddStringToObject(a, "status", VERDICT_NAMES[j->verdict]);
 	if (j->answer_reason != NULL)
 		cJSON_AddStringToObject(a, "reason", j->answer_reason);
 	if (j->answer_error != NULL && j->verdict == V_FAILED)
 		cJSON_AddStringToObject(a, "error", j->answer_error);
-	json_add_int(a, "attempts", j->answer_attempts);
+	if (j->verdict != V_DEFER)
+		json_add_int(a, "attempts", j->answer_attempts);
 	return a;
 }
 
 static void
-write_answers(struct job *jobs, size_t n)
+write_answers(struct job **w, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		cJSON *a = answer(&jobs[i]);
+		cJSON *a = answer(w[i]);
 
-		if (jobs[i].bad == NULL && !jobs[i].found) {
-			warn_line(jobs[i].lineno, "order %lld does not exist", jobs[i].id);
+		if (w[i]->bad == NULL && !w[i]->found) {
+			warn_line(w[i]->lineno, "order %lld does not exist", w[i]->id);
 			atomic_fetch_add(&st.bad_lines, 1);
 		}
 		if (jsonl_write(stdout, a) < 0)
@@ -575,102 +814,138 @@ write_answers(struct job *jobs, size_t n)
 	out_flush("every answered order's change was committed");
 }
 
-/* --- the two threads ------------------------------------------------------------ */
+/* --- the committer -------------------------------------------------------------- */
 
 /*
- * The committer: commit each batch handed to it (a redo repeats only the
- * changes: the vendors' answers stand, and every change is guarded), then
- * answer it.
+ * Commit each batch handed over (a redo repeats only the changes: the
+ * vendors' answers stand, and every change is guarded), then answer what may
+ * be answered: the batch as it is with OA_MATCH, else the lines in input
+ * order up to the first not yet committed. Answered jobs go back to the main
+ * thread.
  */
 static void *
 committer(void *arg)
 {
+	static struct job *w[JOB_MAX];
 	struct backoff retry;
 
 	(void)arg;
 	pthread_mutex_lock(&st.mu);
 	for (;;) {
-		struct batch *b;
+		struct jlist b;
+		size_t n = 0;
 
-		while (st.handed == NULL && !st.closing)
+		while (st.handed.head == NULL && !st.closing)
 			pthread_cond_wait(&st.cv, &st.mu);
-		if ((b = st.handed) == NULL)
+		if (st.handed.head == NULL)
 			break;
+		b = st.handed;
+		st.handed = (struct jlist){ 0 };
 		pthread_mutex_unlock(&st.mu);
 		retry = (struct backoff)BACKOFF_DB_RETRY;
-		for (int redo = 0; commit_batch(b->jobs, b->n) < 0; redo++)
-			recover(&st.keep, b->n, redo + 1, &retry);
-		write_answers(b->jobs, b->n);
-		for (size_t i = 0; i < b->n; i++)
-			job_forget(&b->jobs[i]);
+		for (int redo = 0; commit_batch(&b) < 0; redo++)
+			recover(&st.keep, b.n, redo + 1, &retry);
+		if (st.match) {
+			for (struct job *j = b.head; j != NULL; j = j->next)
+				w[n++] = j;
+		} else {
+			pthread_mutex_lock(&st.mu);
+			for (struct job *j = b.head; j != NULL; j = j->next)
+				j->committed = 1;
+			while (st.ring_n > 0 && st.ring[st.ring_head]->committed) {
+				w[n++] = st.ring[st.ring_head];
+				st.ring_head = (st.ring_head + 1) % JOB_MAX;
+				st.ring_n--;
+			}
+			pthread_mutex_unlock(&st.mu);
+		}
+		write_answers(w, n);
 		pthread_mutex_lock(&st.mu);
-		st.handed = NULL;
+		if (st.match)
+			jl_splice(&st.returned, &b);
+		else
+			for (size_t i = 0; i < n; i++)
+				jl_push(&st.returned, w[i]);
+		st.busy = 0;
 		pthread_cond_broadcast(&st.cv);
+		http_loop_wakeup(&st.loop);
 	}
 	pthread_mutex_unlock(&st.mu);
 	return NULL;
 }
 
-/* Wait until the batch handed to the committer is committed and answered. */
+/* Wait until the committer has no batch. */
 static void
-wait_committed(void)
+wait_idle(void)
 {
 	pthread_mutex_lock(&st.mu);
-	while (st.handed != NULL)
+	while (st.busy)
 		pthread_cond_wait(&st.cv, &st.mu);
 	pthread_mutex_unlock(&st.mu);
 }
 
-static void
-hand_over(struct batch *b)
-{
-	wait_committed();
-	pthread_mutex_lock(&st.mu);
-	st.handed = b;
-	pthread_cond_broadcast(&st.cv);
-	pthread_mutex_unlock(&st.mu);
-}
+/* --- the main thread ------------------------------------------------------------ */
 
-/* Does b name an order of the batch being committed? (Only the main thread hands over.) */
+/* Does an earlier line than j's, still in hand, name j's order? */
 static int
-overlaps_handed(const struct batch *b)
+named_earlier(const struct job *j)
 {
-	const struct batch *h;
+	for (size_t i = 0; i < st.jobs_used; i++) {
+		const struct job *k = &st.jobs[i];
 
-	pthread_mutex_lock(&st.mu);
-	h = st.handed;
-	pthread_mutex_unlock(&st.mu);
-	if (h == NULL)
-		return 0;
-	/* The committer changes neither id nor bad, and b is not its batch. */
-	for (size_t i = 0; i < b->n; i++)
-		for (size_t j = 0; j < h->n && b->jobs[i].bad == NULL; j++)
-			if (h->jobs[j].bad == NULL && h->jobs[j].id == b->jobs[i].id)
-				return 1;
+		if (k->stage != S_FREE && k != j && k->bad == NULL && k->id == j->id &&
+		    k->seq < j->seq)
+			return 1;
+	}
 	return 0;
 }
 
-/* The main thread's part of a batch: look up, call, judge; then hand it over. */
+/* A line read: to look up, or held behind an earlier line of the same order, or done. */
 static void
-process(struct batch *b)
+admit(struct job *j)
 {
-	struct backoff retry = BACKOFF_DB_RETRY;
-
-	if (overlaps_handed(b))
-		wait_committed();
-	for (int redo = 0; lookup(b->jobs, b->n) < 0; redo++) {
-		recover(&st.look, b->n, redo + 1, &retry);
-		for (size_t i = 0; i < b->n; i++)
-			job_forget(&b->jobs[i]);
+	if (j->bad != NULL)
+		finish(j);
+	else if (named_earlier(j)) {
+		j->stage = S_HELD;
+		jl_push(&st.held, j);
+	} else {
+		j->stage = S_NEW;
+		jl_push(&st.fresh, j);
 	}
-	call_vendors(b->jobs, b->n);
-	for (size_t i = 0; i < b->n; i++)
-		if (wants_call(&b->jobs[i]))
-			judge(&b->jobs[i]);
-	hand_over(b);
 }
 
-/* --- input ----------------------------------------------------------------------- */
+/* Take back the jobs the committer answered; let held lines whose order is free go on. */
+static void
+reclaim(void)
+{
+	struct jlist back, still = { 0 };
+	struct job *j;
+
+	pthread_mutex_lock(&st.mu);
+	back = st.returned;
+	st.returned = (struct jlist){ 0 };
+	pthread_mutex_unlock(&st.mu);
+	if (back.head == NULL)
+		return;
+	while ((j = jl_pop(&back)) != NULL) {
+		job_forget(j);
+		j->stage = S_FREE;
+		j->committed = 0;
+		j->next = st.free_jobs;
+		st.free_jobs = j;
+		st.live--;
+	}
+	while ((j = jl_pop(&st.held)) != NULL) {
+		if (named_earlier(j))
+			jl_push(&still, j);
+		else {
+			j->stage = S_NEW;
+			jl_push(&st.fresh, j);
+		}
+	}
+	st.held = still;
+}
 
 enum { GOT_NONE, GOT_JOB };
 
@@ -685,8 +960,9 @@ next_job(struct jsonl *rd, struct job *j)
 
 	if (rc == JSONL_EOF)
 		return GOT_NONE;
-	memset(j, 0, sizeof *j);
 	j->lineno = rd->lineno;
+	j->bad = NULL;
+	j->id = 0;
 	if (rc == JSONL_BAD)
 		j->bad = why;
 	else if (json_int(o, "order_id", 1, ORDER_ID_MAX, &id) < 0)
@@ -695,56 +971,132 @@ next_job(struct jsonl *rd, struct job *j)
 		j->id = id;
 	if (j->bad != NULL) {
 		warn_line(j->lineno, "%s", j->bad);
-		st.bad_lines++;
+		atomic_fetch_add(&st.bad_lines, 1);
 	}
 	cJSON_Delete(o);
 	return GOT_JOB;
 }
 
+/* Read the lines already waiting, as many as there are free jobs for. Returns 1 at end of input. */
+static int
+read_lines(struct jsonl *rd)
+{
+	while (st.free_jobs != NULL && jsonl_pending(rd)) {
+		struct job *j = st.free_jobs;
+
+		if (next_job(rd, j) == GOT_NONE)
+			return 1;
+		st.free_jobs = j->next;
+		if ((size_t)(j - st.jobs) >= st.jobs_used)
+			st.jobs_used = (size_t)(j - st.jobs) + 1;
+		st.live++;
+		j->seq = st.seq++;
+		if (!st.match) {
+			pthread_mutex_lock(&st.mu);
+			st.ring[(st.ring_head + st.ring_n++) % JOB_MAX] = j;
+			pthread_mutex_unlock(&st.mu);
+		}
+		admit(j);
+	}
+	return 0;
+}
+
+/* Look up what was read, in one query; start the pending orders' vendor calls. */
+static void
+look_up_fresh(void)
+{
+	struct backoff retry = BACKOFF_DB_RETRY;
+	struct job *j;
+	double now;
+
+	if (st.fresh.head == NULL)
+		return;
+	for (int redo = 0; lookup(&st.fresh) < 0; redo++) {
+		recover(&st.look, st.fresh.n, redo + 1, &retry);
+		for (j = st.fresh.head; j != NULL; j = j->next)
+			job_forget(j);
+	}
+	now = now_seconds();
+	while ((j = jl_pop(&st.fresh)) != NULL)
+		if (j->found && strcmp(j->status, "pending") == 0)
+			call_or_wait(j, now);
+		else
+			finish(j);
+}
+
+/* Give the committer whatever finished, if it has nothing to do. */
+static void
+hand_over(void)
+{
+	if (st.done.head == NULL)
+		return;
+	pthread_mutex_lock(&st.mu);
+	if (!st.busy) {
+		for (struct job *j = st.done.head; j != NULL; j = j->next)
+			j->stage = S_COMMIT;
+		jl_splice(&st.handed, &st.done);
+		st.busy = 1;
+		pthread_cond_signal(&st.cv);
+	}
+	pthread_mutex_unlock(&st.mu);
+}
+
 /*
- * Batches hold only lines that were already waiting, so an answer is never
- * held back for input that has not come. A second line for an order of the
- * batch starts the next batch: it must see the first one's outcome.
+ * The main loop: read, look up, call, hand over, and wait for whichever
+ * comes first: input, a vendor's answer, the committer's return, a deferral.
  */
 static void
-read_batches(void)
+run(void)
 {
-	static struct batch two[2];
 	struct jsonl rd;
-	struct job carry;
-	int have_carry = 0, eof = 0;
+	int eof = 0;
 
 	jsonl_open(&rd, stdin);
-	for (int k = 0; !eof; k ^= 1) {
-		struct batch *b = &two[k];	/* the other one may be with the committer */
-		struct job *jobs = b->jobs;
-		size_t n = 0;
+	for (;;) {
+		long wait_ms = 1000;
+		int fd = -1;
+		size_t answered;
+		double due;
 
-		if (have_carry) {
-			jobs[n++] = carry;
-			have_carry = 0;
-		} else if (next_job(&rd, &jobs[n]) == GOT_JOB)
-			n++;
-		else
+		reclaim();
+		if (!eof)
+			eof = read_lines(&rd);
+		answered = http_loop_step(&st.loop, call_done, NULL);
+		if (answered == 0 || st.fresh.n >= LOOKUP_GATHER || eof)
+			look_up_fresh();
+		due = dispatch_waiting(now_seconds());
+		hand_over();
+		if (eof && st.live == 0)
 			break;
-		while (n < BATCH_MAX && jsonl_pending(&rd)) {
-			if (next_job(&rd, &carry) == GOT_NONE) {
-				eof = 1;
-				break;
-			}
-			if (carry.bad == NULL && job_by_id(jobs, n, carry.id) != NULL) {
-				have_carry = 1;
-				break;
-			}
-			jobs[n++] = carry;
+		if (due >= 0 && due * 1000 < wait_ms)
+			wait_ms = (long)ceil(due * 1000);
+		if (st.fresh.head != NULL)
+			wait_ms = 0;	/* looked up on the next turn */
+		else if (!eof && st.free_jobs != NULL) {
+			if (rd.start < rd.end || rd.fd < 0)
+				wait_ms = 0;
+			else
+				fd = rd.fd;
 		}
-		b->n = n;
-		process(b);
+		http_loop_wait(&st.loop, fd, wait_ms);
 	}
-	wait_committed();
-	if (ferror(stdin))
+	if (ferror(stdin) || rd.error)
 		die(EXIT_OUTPUT, "reading standard input failed; %s", not_done());
 	jsonl_close(&rd);
+}
+
+/* OA_MATCH (amqp-consume --match FIELD): answer as orders end, naming them by order_id. */
+static void
+read_match(void)
+{
+	const char *m = getenv("OA_MATCH");
+
+	if (m == NULL || *m == '\0')
+		return;
+	if (strcmp(m, "order_id") != 0)
+		die(EXIT_USAGE, "OA_MATCH=%s: fulfil answers by order_id (amqp-consume --match "
+		    "order_id)", m);
+	st.match = 1;
 }
 
 int
@@ -754,21 +1106,43 @@ main(int argc, char **argv)
 		{ "max-attempts", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "base", required_argument, NULL, 'b' },
+		{ "vendor-calls", required_argument, NULL, 'c' },
+		{ "defer-after", required_argument, NULL, 'd' },
+		{ "unavailable", required_argument, NULL, 'u' },
+		{ "db-patience", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *why;
+	const char *why, *env;
 	pthread_t keeper;
 	int ch;
 
 	log_init(argv[0]);
 	st.base = config_vendor_base();
+	if ((env = getenv("OA_DB_PATIENCE")) != NULL)
+		st.db_patience = option_seconds("OA_DB_PATIENCE", env, 1e9);
+	if ((env = getenv("OA_WAIT_REPORT")) != NULL)
+		st.report_every = option_seconds("OA_WAIT_REPORT", env, 1e9);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'n': st.max_attempts = option_long("--max-attempts", optarg, 1, 1000); break;
 		case 't': st.lim.timeout = option_seconds("--timeout", optarg, 3600); break;
 		case 'b': st.base = optarg; break;
+		case 'c':
+			st.vendor_calls = option_long("--vendor-calls", optarg, 1, FULFIL_CALLS_MAX);
+			break;
+		case 'd': st.defer_after = option_seconds("--defer-after", optarg, 3600); break;
+		case 'u':
+			if (strcmp(optarg, "fail") == 0)
+				st.unavailable_dead = 0;
+			else if (strcmp(optarg, "dead") == 0)
+				st.unavailable_dead = 1;
+			else
+				die(EXIT_USAGE, "option --unavailable: \"%s\" is neither fail nor dead",
+				    optarg);
+			break;
+		case 'P': st.db_patience = option_seconds("--db-patience", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
 		default: usage(stderr, EXIT_USAGE);
@@ -776,8 +1150,11 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(stderr, EXIT_USAGE);
+	read_match();
 	if (st.lim.timeout < 0.001)
 		die(EXIT_USAGE, "option --timeout: must be more than 0 seconds");
+	if (st.report_every < 0.1)
+		st.report_every = 0.1;
 	if (st.lim.connect_timeout > st.lim.timeout)
 		st.lim.connect_timeout = st.lim.timeout;
 	if (st.base == NULL) {
@@ -793,12 +1170,20 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
-	http_loop_init(&st.loop, BATCH_MAX);
+	http_loop_init(&st.loop, FULFIL_CALLS_MAX);
+	for (size_t i = FULFIL_CALLS_MAX; i-- > 0;) {
+		st.pool[i].next_free = st.free_slots;
+		st.free_slots = &st.pool[i];
+	}
+	for (size_t i = JOB_MAX; i-- > 0;) {
+		st.jobs[i].next = st.free_jobs;
+		st.free_jobs = &st.jobs[i];
+	}
 	connect_db(&st.look, "no order was read or changed");
 	connect_db(&st.keep, "no order was read or changed");
 	if ((errno = pthread_create(&keeper, NULL, committer, NULL)) != 0)
 		die(EXIT_NOMEM, "cannot start a thread: %s", strerror(errno));
-	read_batches();
+	run();
 	pthread_mutex_lock(&st.mu);
 	st.closing = 1;
 	pthread_cond_broadcast(&st.cv);
@@ -808,11 +1193,15 @@ main(int argc, char **argv)
 	PQfinish(st.keep.conn);
 	buf_free(&st.look.ids);
 	buf_free(&st.keep.ids);
-	for (size_t i = 0; i < BATCH_MAX; i++) {
+	for (size_t i = 0; i < FULFIL_CALLS_MAX; i++) {
 		curl_easy_cleanup(st.pool[i].h);
 		http_resp_free(&st.pool[i].resp);
 		free(st.pool[i].vendor);
 	}
+	for (size_t i = 0; i < st.n_vendors; i++)
+		free(st.vendors[i].name);
+	free(st.vendors);
+	hash_free(&st.vendor_index);
 	http_loop_free(&st.loop);
 	http_global_cleanup();
 	return atomic_load(&st.bad_lines) ? EXIT_BAD_INPUT : EXIT_OK;

@@ -3,12 +3,14 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -40,6 +42,10 @@ struct fault {
 	long fail_first;	/* the first N requests fail */
 	double fail_rate;	/* then each fails with this probability */
 	long latency_ms;	/* added before every answer */
+	int answer_status;	/* --answer: every request gets this status ... */
+	const char *answer_body;	/* ... and this body; 0: a real answer */
+	int hang;		/* --hang: no answer until the client gives up */
+	int drop;		/* --drop: the connection is closed without an answer */
 };
 
 struct stats {
@@ -112,7 +118,8 @@ usage(FILE *fp, int code)
 	fprintf(fp, "usage: %s [--listen ADDR:PORT] [--vendor NAME=FILE]... "
 	    "[--generate NAME:COUNT]...\n"
 	    "\t[--fail-rate [VENDOR=]P] [--fail-first [VENDOR=]N] [--latency [VENDOR=]MS]\n"
-	    "\t[--fail-status CODE] [--retry-after S] [--seed N] [--log FILE]\n", progname);
+	    "\t[--fail-status CODE] [--retry-after S] [--seed N] [--log FILE]\n"
+	    "\t[--answer [VENDOR=]STATUS[:BODY]] [--hang VENDOR] [--drop VENDOR]\n", progname);
 	exit(code);
 }
 
@@ -409,6 +416,29 @@ option_probability(const char *opt, const char *s)
 	return p;
 }
 
+/* --answer's STATUS[:BODY]: any status from 100 to 599, any body (none by default). */
+static void
+answer_set(struct fault *f, const struct fault_opt *o)
+{
+	const char *colon = strchr(o->value, ':');
+	char *status = xstrndup(o->value, colon ? (size_t)(colon - o->value) : strlen(o->value));
+
+	f->answer_status = (int)option_long(o->opt, status, 100, 599);
+	f->answer_body = colon ? colon + 1 : "";
+	free(status);
+}
+
+/* --hang and --drop name a vendor (a value-less fault for it). */
+static void
+vendor_opt_add(struct fault_opt **list, size_t *n, int which, const char *opt, char *arg)
+{
+	struct fault_opt *grown = xreallocarray(*list, *n + 1, sizeof **list);
+
+	check_vendor_name(opt, arg, strlen(arg));
+	*list = grown;
+	grown[(*n)++] = (struct fault_opt){ which, opt, arg, "" };
+}
+
 static void
 fault_set(struct fault *f, const struct fault_opt *o)
 {
@@ -421,6 +451,15 @@ fault_set(struct fault *f, const struct fault_opt *o)
 		break;
 	case 'l':
 		f->latency_ms = option_long(o->opt, o->value, 0, LATENCY_MAX);
+		break;
+	case 'A':
+		answer_set(f, o);
+		break;
+	case 'H':
+		f->hang = 1;
+		break;
+	case 'D':
+		f->drop = 1;
 		break;
 	}
 }
@@ -795,6 +834,24 @@ inject_fault(struct vendor *v, int is_order)
 	return fail;
 }
 
+/* --hang: hold the request, answering nothing, until the client closes its connection. */
+static void
+hang(struct req *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->h.c,
+	    MHD_CONNECTION_INFO_CONNECTION_FD);
+	char c;
+
+	while (!stopping && ci != NULL) {
+		struct pollfd p = { .fd = ci->connect_fd, .events = POLLIN | POLLRDHUP };
+
+		if (poll(&p, 1, 100) > 0 && ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
+		    recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
+			return;
+	}
+	sleep_seconds(LATENCY_MAX / 1000.0, &stopping);
+}
+
 static enum MHD_Result
 handle_vendor(struct req *r, const char *rest)
 {
@@ -815,6 +872,15 @@ handle_vendor(struct req *r, const char *rest)
 		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
 	if (r->v->fault.latency_ms > 0)
 		sleep_seconds(r->v->fault.latency_ms / 1000.0, &stopping);
+	if (r->v->fault.drop)
+		return MHD_NO;	/* libmicrohttpd closes the connection, answering nothing */
+	if (r->v->fault.hang) {
+		hang(r);
+		return MHD_NO;
+	}
+	if (r->v->fault.answer_status != 0)
+		return httpd_send_json(&r->h, (unsigned)r->v->fault.answer_status,
+		    r->v->fault.answer_body, NULL);
 	if (inject_fault(r->v, is_order))
 		return reply_injected(r);
 	return is_order ? handle_order(r) : handle_stock(r);
@@ -835,12 +901,12 @@ dispatch(struct httpd_req *hr)
 	return handle_stats(r);
 }
 
-/* Whether a handler may sleep (--latency). */
+/* Whether a handler may sleep (--latency, --hang). */
 static int
 any_latency(void)
 {
 	for (size_t i = 0; i < n_vendors; i++)
-		if (vendors[i].fault.latency_ms > 0)
+		if (vendors[i].fault.latency_ms > 0 || vendors[i].fault.hang)
 			return 1;
 	return 0;
 }
@@ -856,6 +922,9 @@ main(int argc, char **argv)
 		{ "fail-first", required_argument, NULL, 'f' },
 		{ "latency", required_argument, NULL, 'l' },
 		{ "fail-status", required_argument, NULL, 's' },
+		{ "answer", required_argument, NULL, 'A' },
+		{ "hang", required_argument, NULL, 'H' },
+		{ "drop", required_argument, NULL, 'D' },
 		{ "retry-after", required_argument, NULL, 'a' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "log", required_argument, NULL, 'o' },
@@ -891,6 +960,9 @@ main(int argc, char **argv)
 		case 'r': fault_opt_add(&faults, &n_faults, ch, "--fail-rate", optarg); break;
 		case 'f': fault_opt_add(&faults, &n_faults, ch, "--fail-first", optarg); break;
 		case 'l': fault_opt_add(&faults, &n_faults, ch, "--latency", optarg); break;
+		case 'A': fault_opt_add(&faults, &n_faults, ch, "--answer", optarg); break;
+		case 'H': vendor_opt_add(&faults, &n_faults, ch, "--hang", optarg); break;
+		case 'D': vendor_opt_add(&faults, &n_faults, ch, "--drop", optarg); break;
 		case 's': fail_status = option_long("--fail-status", optarg, 400, 599); break;
 		case 'a': retry_after = option_long("--retry-after", optarg, 0, 86400); break;
 		case 'S': seed = option_long("--seed", optarg, 0, LONG_MAX); break;

@@ -240,38 +240,62 @@ http_loop_remove(struct http_loop *l, CURL *h)
 		l->active--;
 }
 
+size_t
+http_loop_step(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg), void *arg)
+{
+	int running, left;
+	size_t n = 0;
+	CURLMsg *msg;
+	CURLMcode mc;
+
+	if ((mc = curl_multi_perform(l->multi, &running)) != CURLM_OK)
+		die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
+	while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
+		CURL *h = msg->easy_handle;
+		CURLcode rc = msg->data.result;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		http_loop_remove(l, h);
+		done(h, rc, arg);
+		n++;
+	}
+	return n;
+}
+
+void
+http_loop_wait(struct http_loop *l, int fd, long wait_ms)
+{
+	struct curl_waitfd in = { .fd = fd, .events = CURL_WAIT_POLLIN };
+	CURLMcode mc;
+
+	/* libcurl shortens the wait to its own timers (new transfers, timeouts). */
+	if ((mc = curl_multi_poll(l->multi, &in, fd >= 0, (int)wait_ms, NULL)) != CURLM_OK)
+		die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
+}
+
+void
+http_loop_wakeup(struct http_loop *l)
+{
+	curl_multi_wakeup(l->multi);
+}
+
 void
 http_loop_drive(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
     double (*wake)(void *arg), void *arg)
 {
-	int running, left;
-	CURLMsg *msg;
-	CURLMcode mc;
-
 	for (;;) {
 		double due;
 		long wait_ms = 1000;
 
-		if ((mc = curl_multi_perform(l->multi, &running)) != CURLM_OK)
-			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
-		while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
-			CURL *h = msg->easy_handle;
-			CURLcode rc = msg->data.result;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			http_loop_remove(l, h);
-			done(h, rc, arg);
-		}
+		http_loop_step(l, done, arg);
 		/* After done(): what it scheduled counts for the wait below. */
 		due = wake != NULL ? wake(arg) : -1;
 		if (l->active == 0 && due < 0)
 			return;
 		if (due >= 0 && due < 1.0)
 			wait_ms = (long)ceil(due * 1000);
-		/* libcurl shortens the wait to its own timers (new transfers, timeouts). */
-		if ((mc = curl_multi_poll(l->multi, NULL, 0, (int)wait_ms, NULL)) != CURLM_OK)
-			die(EXIT_BUG, "libcurl: %s", curl_multi_strerror(mc));
+		http_loop_wait(l, -1, wait_ms);
 	}
 }
 

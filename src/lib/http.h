@@ -100,6 +100,18 @@ void http_loop_drive(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, voi
     double (*wake)(void *arg), void *arg);
 
 /*
+ * The two halves of a turn, for a caller with a loop of its own (fulfil's
+ * reads its input too): step runs the transfers and calls done() for each
+ * that finished (removed from the loop first), returning how many; wait
+ * sleeps until a transfer needs attention, fd (if >= 0) is readable,
+ * http_loop_wakeup is called (from any thread), or wait_ms passed.
+ */
+size_t http_loop_step(struct http_loop *l, void (*done)(CURL *h, CURLcode rc, void *arg),
+    void *arg);
+void http_loop_wait(struct http_loop *l, int fd, long wait_ms);
+void http_loop_wakeup(struct http_loop *l);
+
+/*
  * What a finished transfer means. *status gets the HTTP status (0 if none),
  * r->retry_after what the server's Retry-After asked (libcurl reads it); why
  * gets a one-line reason for anything but HTTP_OK.

@@ -60,6 +60,22 @@ enum {
 /* How long a program waits for the database before giving up (OA_DB_PATIENCE overrides). */
 #define DB_PATIENCE_DEFAULT	10.0
 
+/*
+ * fulfil. Vendor calls in flight at once: the unit's prefetch (-p 512), so
+ * every message amqp-consume hands over can be at its vendor. A vendor's
+ * share is half of them: alone, a vendor at 200 ms still gets 1,280 calls/s;
+ * a slow or dead vendor holds at most half, leaving the others 256, the
+ * batch fulfil had before. An order whose vendor's share is full waits this
+ * long for a slot, then is answered "defer". The database gets long enough
+ * for a PostgreSQL restart or a standby promotion (OA_DB_PATIENCE overrides).
+ */
+#define FULFIL_CALLS_MAX	512
+#define FULFIL_VENDOR_CALLS	256
+#define FULFIL_DEFER_AFTER	1.0
+#define FULFIL_DB_PATIENCE	90.0
+/* A wait says so on stderr when it starts and then this often (OA_WAIT_REPORT overrides). */
+#define WAIT_REPORT_EVERY	60.0
+
 /* The queue topology's defaults (mq_declare in amqp.c declares it). */
 #define QUEUE_DEFAULT		"orders"
 #define MAX_DELIVERIES_DEFAULT	5	/* deliveries before a message is dead-lettered */
