@@ -138,7 +138,6 @@ static struct {
 	long max_attempts, vendor_calls;
 	double defer_after, db_patience, report_every;
 	int match;		/* OA_MATCH=order_id: answer as orders end */
-	int unavailable_dead;	/* --unavailable dead */
 	struct http_limits lim;
 	struct dbc look;	/* the main thread's: lookups */
 	struct dbc keep;	/* the committer's: changes */
@@ -216,7 +215,7 @@ static void
 usage(FILE *fp, int code)
 {
 	fprintf(fp, "usage: %s [--max-attempts N] [--timeout S] [--base URL]\n"
-	    "\t[--vendor-calls N] [--defer-after S] [--unavailable fail|dead] [--db-patience S]\n",
+	    "\t[--vendor-calls N] [--defer-after S] [--db-patience S]\n",
 	    progname);
 	exit(code);
 }
@@ -510,7 +509,14 @@ judge(struct job *j)
 		return;
 	case VA_TRANSIENT:
 		j->answer_error = xstrdup(j->why);
-		if (last && !st.unavailable_dead) {
+		/*
+		 * A vendor that answered 408, 429 or 5xx did not take the order:
+		 * failing it and releasing its stock is safe (SPEC §5). One that
+		 * never answered (a timeout, a dropped or refused connection) may
+		 * or may not have taken it, so the order is left pending and
+		 * reserved for an operator, never released on a guess.
+		 */
+		if (last && j->http_status != 0) {
 			j->verdict = V_FAILED;
 			j->answer_reason = xstrdup("vendor_unavailable");
 			return;
@@ -519,8 +525,8 @@ judge(struct job *j)
 		snprintf(reason, sizeof reason, "vendor %.128s: %.200s", j->vendor, j->why);
 		j->answer_reason = xstrdup(reason);
 		if (last)
-			warning("order %lld: %s after %ld attempts; it stays pending and reserved, "
-			    "its message goes to the dead-letter queue (--unavailable dead)", j->id,
+			warning("order %lld: %s after %ld attempts, without an answer; it stays "
+			    "pending and reserved, its message goes to the dead-letter queue", j->id,
 			    reason, j->attempts + 1);
 		return;
 	case VA_UNDEFINED:
@@ -1108,7 +1114,6 @@ main(int argc, char **argv)
 		{ "base", required_argument, NULL, 'b' },
 		{ "vendor-calls", required_argument, NULL, 'c' },
 		{ "defer-after", required_argument, NULL, 'd' },
-		{ "unavailable", required_argument, NULL, 'u' },
 		{ "db-patience", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -1133,15 +1138,6 @@ main(int argc, char **argv)
 			st.vendor_calls = option_long("--vendor-calls", optarg, 1, FULFIL_CALLS_MAX);
 			break;
 		case 'd': st.defer_after = option_seconds("--defer-after", optarg, 3600); break;
-		case 'u':
-			if (strcmp(optarg, "fail") == 0)
-				st.unavailable_dead = 0;
-			else if (strcmp(optarg, "dead") == 0)
-				st.unavailable_dead = 1;
-			else
-				die(EXIT_USAGE, "option --unavailable: \"%s\" is neither fail nor dead",
-				    optarg);
-			break;
 		case 'P': st.db_patience = option_seconds("--db-patience", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;

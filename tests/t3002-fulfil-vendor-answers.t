@@ -53,21 +53,22 @@ test_expect_success 'a 409 insufficient_stock fails the order and releases its s
 	expect_eq "failed 1" "$(row 3409)" "order" && expect_eq 0 "$(reserved short)" "reserved"
 '
 
-test_expect_success 'a vendor that never answers and one that drops connections: retry, then dead with --unavailable dead' '
+test_expect_success 'a vendor that never answers and one that drops connections: retry, then dead, the order pending and reserved' '
 	order 3501 hang && order 3502 drop &&
 	{ line 3501 && line 3502 && line 3501 && line 3502; } >in &&
-	fulfil --timeout 1 --max-attempts 2 --unavailable dead <in >out 2>err &&
+	fulfil --timeout 1 --max-attempts 2 <in >out 2>err &&
 	expect_eq "retry dead" "$(answer 3501 out)" && expect_eq "retry dead" "$(answer 3502 out)" &&
 	expect_grep "vendor hang: .*timed out" out && expect_grep "vendor drop: " out &&
 	expect_eq "pending 2" "$(row 3501)" && expect_eq "pending 2" "$(row 3502)" &&
 	expect_eq 2 "$(reserved hang)" "reserved (hang)" && expect_eq 2 "$(reserved drop)" "reserved (drop)"
 '
 
-test_expect_success 'by default (--unavailable fail) a vendor still unreachable after --max-attempts fails the order (SPEC §5)' '
+test_expect_success 'a vendor still unreachable after --max-attempts never fails the order: dead, stock kept' '
 	order 3503 drop && line 3503 >in &&
 	fulfil --max-attempts 1 <in >out 2>err &&
-	expect_eq "failed vendor_unavailable" "$(jq -r "\"\(.status) \(.reason)\"" out)" &&
-	expect_eq 2 "$(reserved drop)" "reserved (3502 only)"
+	expect_eq "dead" "$(jq -r .status out)" &&
+	expect_grep "without an answer; it stays pending and reserved" err &&
+	expect_eq "pending 1" "$(row 3503)" && expect_eq 4 "$(reserved drop)" "reserved (3502 and 3503)"
 '
 
 test_expect_success 'with OA_MATCH=order_id a healthy order is answered before an earlier one whose vendor hangs' '
@@ -84,14 +85,9 @@ test_expect_success 'without OA_MATCH answers keep input order' '
 	expect_eq "3603 3604" "$(jq -r .order_id out | xargs)" "answer order"
 '
 
-test_expect_code 64 'OA_MATCH naming another field is a usage error' '
-	OA_MATCH=sku fulfil </dev/null >out 2>err; rc=$?
-	expect_grep "OA_MATCH=sku: fulfil answers by order_id (amqp-consume --match order_id)" err &&
-	exit $rc
-'
-
-test_expect_code 64 'fulfil --unavailable with another word is a usage error' '
-	fulfil --unavailable maybe </dev/null >out 2>err
+test_expect_success 'OA_MATCH naming another field is a usage error' '
+	OA_MATCH=sku test_expect_code 64 fulfil </dev/null >out 2>err &&
+	expect_grep "OA_MATCH=sku: fulfil answers by order_id (amqp-consume --match order_id)" err
 '
 
 test_done

@@ -96,7 +96,7 @@ if has_match; then
 		  echo "{\"order_id\":9302}"; echo "{\"order_id\":9402}"; } | amqp-publish -q "$Q" 2>pub.err &&
 		start=$EPOCHREALTIME &&
 		{ amqp-consume -q "$Q" -p 512 --match order_id --retry-delay 0.5 --idle-exit 3 -- \
-			fulfil --timeout 2 --max-attempts 2 --unavailable dead >d.out 2>d.err & } &&
+			fulfil --timeout 2 --max-attempts 2 >d.out 2>d.err & } &&
 		pid=$! && on_exit "kill $pid 2>/dev/null" &&
 		for i in $(seq 1 200); do
 			[ "$(sql "SELECT count(*) FROM orders WHERE id BETWEEN 5001 AND 5100 AND status = '"'success'"'")" = 100 ] && break
