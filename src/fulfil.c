@@ -170,7 +170,7 @@ static struct {
 	.vendor_calls = FULFIL_VENDOR_CALLS,
 	.defer_after = FULFIL_DEFER_AFTER,
 	.db_patience = FULFIL_DB_PATIENCE,
-	.report_every = WAIT_REPORT_EVERY,
+	.report_every = WAIT_REPORT_INTERVAL,
 	.lim = { .timeout = 10, .connect_timeout = 5, .max_bytes = 1 << 20 },
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.cv = PTHREAD_COND_INITIALIZER,
@@ -273,7 +273,7 @@ jl_splice(struct jlist *a, struct jlist *b)
 
 /*
  * Connect within --db-patience. Waiting says so when it starts and then
- * every WAIT_REPORT_EVERY seconds (db_connect warns as each try gives up).
+ * every WAIT_REPORT_INTERVAL seconds (db_connect warns as each try gives up).
  */
 static PGconn *
 connect_patiently(const char *not_done)

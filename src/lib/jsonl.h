@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <cjson/cJSON.h>
 
+#include "policy.h"
+
 /*
  * A reader keeps its own buffer over read(2) on fp's descriptor rather than
  * reading through stdio: "is input waiting" is then bytes in that buffer or
@@ -29,14 +31,11 @@ struct jsonl {
 };
 
 /*
- * The longest line a reader takes unless told otherwise (jsonl_open sets it;
- * a program may change max_line before the first read). A longer line is a
- * bad line, read past without being held: a reader's memory stays about
- * max_line plus 128 KiB whatever the input.
+ * A reader takes lines up to max_line bytes, JSONL_MAX_LINE_DEFAULT
+ * (policy.h) unless a program changes it before the first read. A longer
+ * line is a bad line, read past without being held: a reader's memory stays
+ * about max_line plus 128 KiB whatever the input.
  */
-#define JSONL_MAX_LINE_DEFAULT (1024 * 1024)
-/* The largest --max-line a program accepts. */
-#define JSONL_MAX_LINE_LIMIT (1024L * 1024 * 1024)
 
 enum { JSONL_EOF = 0, JSONL_OK = 1, JSONL_BAD = 2 };
 

@@ -73,8 +73,21 @@ enum {
 #define FULFIL_VENDOR_CALLS	256
 #define FULFIL_DEFER_AFTER	1.0
 #define FULFIL_DB_PATIENCE	90.0
-/* A wait says so on stderr when it starts and then this often (OA_WAIT_REPORT overrides). */
-#define WAIT_REPORT_EVERY	60.0
+
+/*
+ * Input limits (design.md, "Hostile input"). A line longer than
+ * JSONL_MAX_LINE_DEFAULT is a bad line, read past without being held, unless
+ * a program's --max-line (at most JSONL_MAX_LINE_LIMIT) says otherwise. A SKU
+ * or vendor name has 1 to FIELD_MAX_NAME bytes, a key 1 to FIELD_MAX_KEY. An
+ * integer given as a JSON number must be within +-FIELD_MAX_EXACT (2^53, the
+ * last a double holds exactly; cJSON keeps numbers as doubles), checked
+ * before any C conversion.
+ */
+#define JSONL_MAX_LINE_DEFAULT	(1024 * 1024)
+#define JSONL_MAX_LINE_LIMIT	(1024L * 1024 * 1024)
+#define FIELD_MAX_NAME		255
+#define FIELD_MAX_KEY		256
+#define FIELD_MAX_EXACT		9007199254740992.0
 
 /* The queue topology's defaults (mq_declare in amqp.c declares it). */
 #define QUEUE_DEFAULT		"orders"

@@ -9,15 +9,7 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 
-/* Longest SKU and vendor name, and longest idempotency key, in bytes. */
-#define FIELD_MAX_NAME 255
-#define FIELD_MAX_KEY 256
-/*
- * The largest magnitude of an integer field given as a JSON number: 2^53,
- * the last one a double holds exactly (cJSON keeps numbers as doubles).
- * It fits a bigint; anything larger is refused before any C conversion.
- */
-#define FIELD_MAX_EXACT 9007199254740992.0
+#include "policy.h"	/* FIELD_MAX_NAME, FIELD_MAX_KEY, FIELD_MAX_EXACT */
 
 /* Where a reason is written: "\"sku\" is longer than 255 bytes". */
 struct why {
