@@ -49,12 +49,18 @@ struct vendor {
 	char why[CURL_ERROR_SIZE + 64];
 };
 
+/* Defaults of --max-bytes and --max-total (policy.h material). */
+#define MAX_BYTES_DEFAULT	(64UL << 20)
+#define MAX_TOTAL_DEFAULT	(1UL << 30)
+
 static struct {
-	struct http_limits lim;
+	struct http_limits lim;	/* lim.max_bytes: one response, as decoded */
+	size_t max_total;	/* every response held at once */
 	long retries;
 	const char *filter;
 } opt = {
-	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = 1UL << 30 },
+	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = MAX_BYTES_DEFAULT },
+	.max_total = MAX_TOTAL_DEFAULT,
 	.retries = 3,
 };
 
@@ -62,7 +68,7 @@ static void
 usage(FILE *fp, int code)
 {
 	fprintf(fp, "usage: %s [--base URL] [--retries N] [--timeout S] [--max-bytes N]\n"
-	    "       [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
+	    "       [--max-total N] [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
 	exit(code);
 }
 
@@ -191,6 +197,8 @@ run_filter(struct vendor *v)
 		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
 		goto done;
 	}
+	/* jq reads the file: the body's memory is free for jq's output. */
+	buf_free(&v->resp.body);
 	fds = (struct spawn_fds){ .in = fileno(in), .out = pfd[1], .err = fileno(err) };
 	rc = spawn_child(&pid, argv, &fds, 0);
 	close(pfd[1]);
@@ -252,6 +260,7 @@ deliver(struct vendor *v)
 struct fetch {
 	struct vendor *vs;
 	size_t n;
+	size_t running, slots;	/* transfers running, and at most: --max-total / --max-bytes */
 	struct http_loop loop;
 };
 
@@ -266,6 +275,7 @@ start(struct fetch *f, struct vendor *v)
 		die(EXIT_BUG, "%s: %s", v->name, v->resp.err);
 	v->attempts++;
 	v->state = RUNNING;
+	f->running++;
 	v->deadline = now_seconds() + opt.lim.timeout;
 	clock_gettime(CLOCK_REALTIME, &v->started);
 	http_loop_add(&f->loop, v->h);
@@ -290,6 +300,9 @@ finished(struct vendor *v, CURLcode rc)
 	double delay;
 
 	o = http_result(v->h, rc, &v->resp, &status, v->why, sizeof v->why);
+	/* A failed attempt's body is of no use: its memory goes back to the budget. */
+	if (o != HTTP_OK)
+		buf_free(&v->resp.body);
 	if (o == HTTP_OK) {
 		v->state = deliver(v) == 0 ? DONE : FAILED;
 		if (v->state == FAILED)
@@ -327,6 +340,7 @@ transfer_done(CURL *h, CURLcode rc, void *arg)
 	double t0 = now_seconds();
 
 	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&v);
+	f->running--;
 	finished(v, rc);
 	stalled(f, now_seconds() - t0);
 }
@@ -343,6 +357,7 @@ expire(struct fetch *f)
 		if (v->state != RUNNING || v->deadline > now)
 			continue;
 		http_loop_remove(&f->loop, v->h);
+		f->running--;
 		snprintf(v->resp.err, sizeof v->resp.err, "timed out after %g s", opt.lim.timeout);
 		finished(v, CURLE_OPERATION_TIMEDOUT);
 	}
@@ -362,14 +377,15 @@ vendors_due(void *arg)
 
 	expire(f);
 	now = now_seconds();
-	for (size_t i = 0; i < f->n; i++)
+	/* Vendors past the budget's slots wait their turn, in order. */
+	for (size_t i = 0; i < f->n && f->running < f->slots; i++)
 		if (f->vs[i].state == WAITING && f->vs[i].retry_at <= now)
 			start(f, &f->vs[i]);
 	next = now + 1.0;
 	for (size_t i = 0; i < f->n; i++) {
 		const struct vendor *v = &f->vs[i];
 
-		if (v->state == WAITING && v->retry_at < next)
+		if (v->state == WAITING && v->retry_at < next && f->running < f->slots)
 			next = v->retry_at;
 		if (v->state == RUNNING && v->deadline < next)
 			next = v->deadline;
@@ -383,7 +399,7 @@ vendors_due(void *arg)
 static void
 fetch_all(struct vendor *vs, size_t n)
 {
-	struct fetch f = { .vs = vs, .n = n };
+	struct fetch f = { .vs = vs, .n = n, .slots = opt.max_total / opt.lim.max_bytes };
 
 	http_loop_init(&f.loop, 0);
 	http_loop_drive(&f.loop, transfer_done, vendors_due, &f);
@@ -454,6 +470,7 @@ main(int argc, char **argv)
 		{ "retries", required_argument, NULL, 'r' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-bytes", required_argument, NULL, 'm' },
+		{ "max-total", required_argument, NULL, 'M' },
 		{ "filter", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -462,7 +479,7 @@ main(int argc, char **argv)
 	const char *base = config_vendor_base(), *why;
 	struct vendor *vs;
 	size_t n, failed = 0;
-	int ch;
+	int ch, total_given = 0;
 
 	log_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -474,6 +491,10 @@ main(int argc, char **argv)
 			opt.lim.max_bytes = (size_t)option_long("--max-bytes", optarg, 1,
 			    64L << 30);
 			break;
+		case 'M':
+			opt.max_total = (size_t)option_long("--max-total", optarg, 1, 64L << 30);
+			total_given = 1;
+			break;
 		case 'f': opt.filter = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return EXIT_OK;
@@ -482,6 +503,11 @@ main(int argc, char **argv)
 	}
 	if (opt.lim.timeout < 0.001)
 		die(EXIT_USAGE, "option --timeout: must be more than 0 seconds");
+	if (!total_given && opt.max_total < opt.lim.max_bytes)
+		opt.max_total = opt.lim.max_bytes;
+	if (opt.max_total < opt.lim.max_bytes)
+		die(EXIT_USAGE, "option --max-total: %zu is less than --max-bytes (%zu)",
+		    opt.max_total, opt.lim.max_bytes);
 	if (opt.lim.connect_timeout > opt.lim.timeout)
 		opt.lim.connect_timeout = opt.lim.timeout;
 	if (optind == argc) {
