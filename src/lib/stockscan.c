@@ -195,7 +195,13 @@ stock_scan(const char *buf, size_t len, struct stock_block *b, char *why, size_t
 
 	p = skip_blank(buf, end);
 	if (p == end || *p != '[') {	/* not an array: say what it is instead */
-		cJSON_Delete(parse_array(buf, len, "the response", why, whylen));
+		cJSON *root = parse_array(buf, len, "the response", why, whylen);
+
+		/* cJSON skips any control byte as blank, JSON only four. */
+		if (root != NULL)
+			snprintf(why, whylen, "the response is not valid JSON (near byte %td)",
+			    p - buf);
+		cJSON_Delete(root);
 		return -1;
 	}
 	p = skip_blank(p + 1, end);
