@@ -25,7 +25,8 @@ PY
 (cd "$TRASH" && mkdir www && cd www &&
 	head -c 512M /dev/zero | gzip -1 >bomb.gz &&
 	{ printf "["; head -c 60000000 /dev/zero | tr "\0" " "; printf "]"; } | gzip -1 >pad.gz &&
-	for i in 1 2 3 4 5 6; do ln pad.gz pad$i.gz; done) || exit 1
+	for i in 1 2 3 4 5 6; do ln pad.gz pad$i.gz; done &&
+	printf "\001[{\"sku\":\"A\",\"quantity\":1}]" >ctl.json) || exit 1
 (cd "$TRASH/www" && exec python3 ../serve.py >../serve.port 2>../serve.err) &
 SERVE_PID=$!
 on_exit "kill $SERVE_PID; wait $SERVE_PID"
@@ -60,6 +61,12 @@ test_expect_success 'six 60 MB responses under --max-total 128 MiB: all written,
 	expect_eq 6 "$(jq -r "select(.snapshot == \"complete\") | .vendor" out | sort -u | wc -l)" "blocks" &&
 	say "peak RSS $(tail -n 1 rss) kB" &&
 	test "$(tail -n 1 rss)" -lt $((200 * 1024))
+'
+
+test_expect_success 'a control byte before the array: the vendor fails saying why (found by make fuzz)' '
+	{ vendor-fetch ctl="$W/ctl.json" >out 2>err; rc=$?; } ;
+	expect_eq 69 "$rc" "exit status" &&
+	expect_grep "^vendor-fetch: ctl: the response is not valid JSON (near byte 0) after 1 attempt" err
 '
 
 test_expect_success 'a --max-total below --max-bytes is a usage error' '
