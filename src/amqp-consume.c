@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/amqp.h"
+#include "lib/hash.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
 #include "lib/num.h"
@@ -21,23 +22,29 @@
 #include "lib/spawn.h"
 #include "lib/xalloc.h"
 
-#define MAX_DEATHS_UNREAD 5	/* a child dying before reading anything this often is broken */
-
 /*
- * A message we hold: received, maybe written to the child, not yet settled.
- * Messages go to the child in list order, so the sent ones are a prefix of
- * the list and the child's next answer belongs to the head.
+ * A message we hold: received and not yet settled. The held list is in
+ * delivery order (so, on one connection, in delivery-tag order): a run of
+ * answered messages at its head is acked with one multiple ack.
  */
+enum verdict { V_NONE, V_ACK, V_RETRY, V_DEFER, V_DEAD };
+
 struct msg {
-	struct msg *next;
+	struct msg *prev, *next;	/* the held list */
+	struct msg *snext;	/* in the child's hands: next sent (in-order) or next with its key (--match) */
 	unsigned generation;	/* the connection it came on: its tag means nothing on another */
 	uint64_t tag;
 	char *body;
 	size_t len;
 	long attempts;		/* x-attempts: times it went through the retry queue */
-	int redelivered;	/* may have killed a child before: give it to the child alone */
-	int sent;
-	int retry;		/* its answer, read but not yet settled, asked for a retry */
+	double since;		/* when it was delivered (the broker's consumer_timeout clock) */
+	unsigned group;		/* suspect group (in a dead child's hands), 0: none */
+	unsigned sent:1;	/* in the child's hands */
+	unsigned alone:1;	/* killed a child before: give it to the child alone */
+	unsigned returned:1;	/* copied back to the queue (consumer timeout): its answer is void */
+	unsigned settled:1;
+	enum verdict verdict;	/* its answer, read but not yet settled */
+	char key[];		/* --match: the canonical text of its FIELD */
 };
 
 struct child {
@@ -46,40 +53,58 @@ struct child {
 	char *wbuf, *rbuf;	/* bytes for its stdin; bytes from its stdout not yet a line */
 	size_t wlen, woff, wcap, rlen, rcap;
 	size_t written, answered;	/* bytes it was given; of which answered messages */
-	int deaths;		/* in a row, without an answer in between */
-	int deaths_unread;	/* in a row, without even reading a message */
-	double restart_at;
+	int broken;		/* it printed something that is not an answer: killed */
+	char broken_why[400];
+	double restart_at, down_since;	/* down_since: first death since an answer, or -1 */
 	struct backoff backoff;
 };
 
 static struct {
-	const char *queue;
+	const char *queue, *match;
 	long prefetch, max_deliveries, retry_ms;
-	double idle_exit, patience;
+	double idle_exit, patience, grace, consumer_timeout, report_every;
 	char **argv;
-} opt = { QUEUE_DEFAULT, 64, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT, -1, -1, NULL };
+} opt = { QUEUE_DEFAULT, NULL, 64, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT, -1, -1,
+	GRACE_DEFAULT, CONSUMER_TIMEOUT_DEFAULT, WAIT_REPORT_INTERVAL, NULL };
 
 static struct mq mq;
-static struct child child = { .backoff = BACKOFF_CHILD };
-static struct msg *head, **tail = &head;
-static long nsent, nsuspect;		/* sent to the child and unanswered; of which redelivered */
-/* Retry copies published but not yet confirmed: each original is acked on its copy's confirm. */
+static struct child child = { .backoff = BACKOFF_CHILD, .down_since = -1 };
+static struct msg *head, *last;		/* the held list */
+static long nheld, nsent;		/* held; of which in the child's hands */
+static struct msg *sent_head, **sent_tail = &sent_head;	/* in-order: the hands, oldest first */
+static struct msg *alone_in_hands;	/* a message given alone */
+/* --match: key -> slot of the messages in the child's hands with that key, oldest first. */
+static struct keyslot { const char *key; struct msg *first, *last; } *slots;
+static size_t nslots, slots_cap, dead_slots;
+static struct hash keys = HASH_MAP;
+/* Suspects: groups of messages that were in a dead child's hands; the first is on trial. */
+static struct group { unsigned id; long n; } *groups;
+static size_t ngroups, groups_cap;
+static unsigned next_group = 1;
+static struct hash guilty = HASH_SET;	/* hashes of the bodies of messages that killed a child */
+/* Retry and returned copies published but not yet confirmed: each original is acked on its copy's confirm. */
 static struct mq_confirms retry_copies;
+static struct msg **answered;		/* this read's answered messages */
+static size_t nanswered, answered_cap;
 static uint64_t ack_upto;		/* acks owed, up to this tag, sent as one (0: none) */
 static unsigned ack_generation;		/* the connection ack_upto belongs to */
 static long ack_count;			/* messages ack_upto stands for */
 static char *retry_queue, *dead_queue;
 static volatile sig_atomic_t stop_signals;
 static int draining;			/* no new messages: finish those in flight, then exit */
+static double drain_since;
 static int linked;			/* connected, declared and consuming */
-static double connect_at, lost_since = -1, last_activity;
+static double connect_at, lost_since = -1, last_activity, last_answer, next_lost_report;
+static double stall_since, next_stall_report, next_timeout_scan;	/* stall_since: last answer, or first message given since */
+static int lost_refusing;		/* the broker is up, the queue does not work */
 static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-q QUEUE] [-p PREFETCH] [--retry-delay S] [--max-deliveries N]\n"
-	    "       [--idle-exit S] [--patience S] -- COMMAND [ARG...]\n", progname);
+	fprintf(fp, "usage: %s [-q QUEUE] [-p PREFETCH] [--match FIELD] [--retry-delay S]\n"
+	    "       [--max-deliveries N] [--idle-exit S] [--grace S] [--patience S]\n"
+	    "       [--consumer-timeout S] -- COMMAND [ARG...]\n", progname);
 	exit(code);
 }
 
@@ -100,6 +125,143 @@ grow(void *p, size_t *cap, size_t need, size_t size)
 	return xreallocarray(p, *cap, size);
 }
 
+static void
+finish(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+/* --- the key index (--match) ------------------------------------------------ */
+
+static int
+slot_is(const void *ctx, size_t val)
+{
+	return slots[val].key != NULL && strcmp(slots[val].key, ctx) == 0;
+}
+
+/* Forget every key (nothing is in the child's hands any more). */
+static void
+keys_clear(void)
+{
+	hash_free(&keys);
+	keys = HASH_MAP;
+	nslots = dead_slots = 0;
+}
+
+/* Slots whose messages were all answered are dropped once they are most of the table. */
+static void
+keys_compact(void)
+{
+	size_t n = 0;
+
+	hash_free(&keys);
+	keys = HASH_MAP;
+	for (size_t i = 0; i < nslots; i++) {
+		if (slots[i].key == NULL)
+			continue;
+		slots[n] = slots[i];
+		hash_add(&keys, hash_string(slots[n].key), slot_is, slots[n].key, n, NULL);
+		n++;
+	}
+	nslots = n;
+	dead_slots = 0;
+}
+
+/* m goes into the child's hands: last of its key. */
+static void
+keys_add(struct msg *m)
+{
+	uint64_t h = hash_string(m->key);
+	size_t i;
+
+	m->snext = NULL;
+	if (hash_find(&keys, h, slot_is, m->key, &i) == 0) {
+		slots[i].last->snext = m;
+		slots[i].last = m;
+		return;
+	}
+	if (dead_slots > 1024 && dead_slots > nslots / 2)
+		keys_compact();
+	slots = grow(slots, &slots_cap, nslots + 1, sizeof *slots);
+	i = nslots++;
+	slots[i] = (struct keyslot){ m->key, m, m };
+	hash_add(&keys, h, slot_is, m->key, i, NULL);
+}
+
+/* The oldest message in the child's hands with this key, taken out of the index; NULL if none. */
+static struct msg *
+keys_take(const char *key)
+{
+	struct msg *m;
+	size_t i;
+
+	if (hash_find(&keys, hash_string(key), slot_is, key, &i) < 0)
+		return NULL;
+	m = slots[i].first;
+	if ((slots[i].first = m->snext) == NULL) {
+		slots[i].key = NULL;
+		slots[i].last = NULL;
+		dead_slots++;
+	} else {
+		slots[i].key = slots[i].first->key;
+	}
+	return m;
+}
+
+/*
+ * The canonical key of an object's FIELD: a string as it is, an integer as
+ * its decimal digits. NULL (and *why) when there is none.
+ */
+static const char *
+key_of(const cJSON *v, char *buf, size_t n, const char **why)
+{
+	const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, opt.match);
+
+	if (cJSON_IsString(f) && f->valuestring[0] != '\0')
+		return f->valuestring;
+	if (cJSON_IsNumber(f) && f->valuedouble == (double)(long long)f->valuedouble &&
+	    f->valuedouble > -9007199254740992.0 && f->valuedouble < 9007199254740992.0) {
+		snprintf(buf, n, "%lld", (long long)f->valuedouble);
+		return buf;
+	}
+	*why = f == NULL ? "has no match field" : "has a match field that is not a string or an integer";
+	return NULL;
+}
+
+/* --- suspects --------------------------------------------------------------- */
+
+static unsigned
+trial(void)
+{
+	return ngroups > 0 ? groups[0].id : 0;
+}
+
+static void
+group_push(int front, unsigned id, long n)
+{
+	groups = grow(groups, &groups_cap, ngroups + 1, sizeof *groups);
+	if (front) {
+		memmove(groups + 1, groups, ngroups * sizeof *groups);
+		groups[0] = (struct group){ id, n };
+	} else {
+		groups[ngroups] = (struct group){ id, n };
+	}
+	ngroups++;
+}
+
+/* A member left the held list: a group with none left is done. */
+static void
+group_leave(struct msg *m)
+{
+	for (size_t i = 0; m->group != 0 && i < ngroups; i++) {
+		if (groups[i].id != m->group)
+			continue;
+		if (--groups[i].n == 0) {
+			memmove(groups + i, groups + i + 1, (ngroups - i - 1) * sizeof *groups);
+			ngroups--;
+		}
+		break;
+	}
+	m->group = 0;
+}
+
 /* --- the child ------------------------------------------------------------ */
 
 static void
@@ -110,10 +272,11 @@ set_nonblock(int fd)
 
 /*
  * Start the child on two close-on-exec pipes. A command that cannot be run
- * (posix_spawnp reports the failed exec) is fatal before any message is taken.
+ * at all (posix_spawnp reports the failed exec) is fatal before any message
+ * is taken; later (a deploy replacing it) it is tried again with backoff.
  */
 static void
-start_child(void)
+start_child(int first)
 {
 	int in[2], out[2], rc;
 	struct spawn_fds fds;
@@ -125,17 +288,29 @@ start_child(void)
 	close(in[0]);
 	close(out[1]);
 	if (rc != 0) {
+		double delay;
+
 		close(in[1]);
 		close(out[0]);
 		child.pid = 0;
-		die(EXIT_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
-		    strerror(rc));
+		if (first)
+			die(EXIT_UNAVAILABLE, "cannot run %s: %s; no message was taken", opt.argv[0],
+			    strerror(rc));
+		if (child.down_since < 0)
+			child.down_since = now_seconds();
+		delay = backoff_next(&child.backoff);
+		child.restart_at = now_seconds() + delay;
+		warning("cannot run %s: %s; trying again in %.1f s", opt.argv[0], strerror(rc),
+		    delay);
+		return;
 	}
 	child.in = in[1];
 	child.out = out[0];
 	set_nonblock(child.in);
 	set_nonblock(child.out);
 	child.wlen = child.woff = child.rlen = child.written = child.answered = 0;
+	child.broken = 0;
+	last_activity = now_seconds();	/* a restart is not idleness */
 	debugx("started %s (pid %d)", opt.argv[0], (int)child.pid);
 }
 
@@ -165,9 +340,9 @@ stop_child(void)
 	while (waitpid(child.pid, &status, WNOHANG) == 0) {
 		double waited = now_seconds() - t0;
 
-		if (sig == 0 && waited > 10)
+		if (sig == 0 && waited > opt.grace)
 			kill(child.pid, sig = SIGTERM);
-		else if (sig == SIGTERM && waited > 15)
+		else if (sig == SIGTERM && waited > opt.grace + 5)
 			kill(child.pid, sig = SIGKILL);
 		sleep_seconds(0.02, NULL);
 	}
@@ -178,26 +353,32 @@ stop_child(void)
 /* --- messages --------------------------------------------------------------- */
 
 static void
+unlink_msg(struct msg *m)
+{
+	if (m->prev != NULL)
+		m->prev->next = m->next;
+	else
+		head = m->next;
+	if (m->next != NULL)
+		m->next->prev = m->prev;
+	else
+		last = m->prev;
+	m->prev = m->next = NULL;
+	nheld--;
+	group_leave(m);
+}
+
+static void
 free_msg(struct msg *m)
 {
 	free(m->body);
 	free(m);
 }
 
-static struct msg *
-pop_head(void)
-{
-	struct msg *m = head;
-
-	if ((head = m->next) == NULL)
-		tail = &head;
-	return m;
-}
-
 static int
 current(const struct msg *m)
 {
-	return mq_connected(&mq) && m->generation == mq.generation;
+	return mq_connected(&mq) && m->generation == mq.generation && !m->returned;
 }
 
 /* Give a message back to the broker: to the queue, or to Q.dead when !requeue. */
@@ -208,32 +389,30 @@ reject(struct msg *m, int requeue)
 		warning("broker: %s", mq.why);
 }
 
-/* Unsent messages of a dead connection will be redelivered: forget them. */
+/* Unsent messages of a dead connection will be redelivered: forget them (or give them back). */
 static void
 forget_unsent(int requeue)
 {
-	struct msg **pp = &head;
-
-	while (*pp != NULL) {
-		struct msg *m = *pp;
-
-		if (m->sent) {
-			pp = &m->next;
+	for (struct msg *m = head, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->sent)
 			continue;
-		}
 		if (requeue)
 			reject(m, 1);
-		*pp = m->next;
+		unlink_msg(m);
 		free_msg(m);
 	}
-	tail = pp;
 }
 
-/* A message body must be one JSON object on one line; *why says what else it is. */
+/*
+ * A message body must be one JSON object on one line (with --match, with a
+ * usable FIELD, whose key is copied to key); *why says what else it is.
+ */
 static int
-valid_body(char *body, size_t *len, const char **why)
+valid_body(char *body, size_t *len, const char **why, char *key, size_t keysize)
 {
-	const char *end = NULL;
+	const char *end = NULL, *k;
+	char num[32];
 	cJSON *v;
 
 	while (*len > 0 && strchr(" \t\r\n", body[*len - 1]) != NULL)
@@ -249,17 +428,30 @@ valid_body(char *body, size_t *len, const char **why)
 		cJSON_Delete(v);
 		return *why = "is not a JSON object", 0;
 	}
-	cJSON_Delete(v);
-	if (end != body + *len)
+	if (end != body + *len) {
+		cJSON_Delete(v);
 		return *why = "has characters after the JSON value", 0;
+	}
+	if (opt.match != NULL) {
+		if ((k = key_of(v, num, sizeof num, why)) == NULL || strlen(k) >= keysize) {
+			if (k != NULL)
+				*why = "has a match field longer than 1000 bytes";
+			cJSON_Delete(v);
+			return 0;
+		}
+		strcpy(key, k);
+	}
+	cJSON_Delete(v);
 	return 1;
 }
 
 static void
 on_delivery(struct mq_event *ev)
 {
+	static char key[1001];
 	struct msg *m;
 	const char *why;
+	size_t klen;
 
 	last_activity = now_seconds();
 	if (draining) {
@@ -269,48 +461,89 @@ on_delivery(struct mq_event *ev)
 		free(ev->body);
 		return;
 	}
-	if (!valid_body(ev->body, &ev->len, &why)) {
-		warning("a message %s: dead-lettered to %s without running %s", why,
-		    dead_queue, opt.argv[0]);
+	key[0] = '\0';
+	if (!valid_body(ev->body, &ev->len, &why, key, sizeof key)) {
+		warning("a message of queue %s %s%s%s: dead-lettered to %s without running %s",
+		    opt.queue, why, opt.match ? " " : "", opt.match ? opt.match : "", dead_queue,
+		    opt.argv[0]);
 		if (mq_reject(&mq, ev->tag, 0) < 0)
 			warning("broker: %s", mq.why);
 		free(ev->body);
 		return;
 	}
-	m = xcalloc(1, sizeof *m);
+	klen = opt.match != NULL ? strlen(key) + 1 : 0;
+	m = xcalloc(1, sizeof *m + klen);
+	memcpy(m->key, key, klen);
 	m->generation = mq.generation;
 	m->tag = ev->tag;
 	m->body = ev->body;
 	m->len = ev->len;
 	m->attempts = ev->attempts;
-	m->redelivered = ev->redelivered;
-	*tail = m;
-	tail = &m->next;
+	m->since = last_activity;
+	/* Only a message that killed a child before is given alone; other redeliveries are not suspect. */
+	if (ev->redelivered && guilty.len > 0 && hash_find(&guilty, hash_string(m->body), NULL,
+	    NULL, NULL) == 0)
+		m->alone = 1;
+	m->prev = last;
+	if (last != NULL)
+		last->next = m;
+	else
+		head = m;
+	last = m;
+	nheld++;
+}
+
+/* Put m in the child's hands. */
+static void
+give(struct msg *m)
+{
+	child.wbuf = grow(child.wbuf, &child.wcap, child.wlen + m->len + 1, 1);
+	memcpy(child.wbuf + child.wlen, m->body, m->len);
+	child.wlen += m->len;
+	child.wbuf[child.wlen++] = '\n';
+	m->sent = 1;
+	if (nsent++ == 0) {
+		stall_since = now_seconds();
+		next_stall_report = stall_since + opt.report_every;
+	}
+	if (opt.match != NULL) {
+		keys_add(m);
+	} else {
+		m->snext = NULL;
+		*sent_tail = m;
+		sent_tail = &m->snext;
+	}
 }
 
 /*
- * Write held messages to the child in order. A redelivered message may be
- * the one that killed the last child, so it goes alone: if the child dies
- * again, only that message is blamed (and counted towards its delivery limit).
+ * Write held messages to the child in order, at full concurrency, except
+ * suspects: only the group on trial goes (with fresh messages), and a
+ * message that killed a child before goes alone.
  */
 static void
 feed_child(void)
 {
-	if (child.pid == 0 || child.in < 0 || draining)
+	unsigned on_trial = trial();
+
+	if (child.pid == 0 || child.in < 0 || draining || alone_in_hands != NULL)
 		return;
-	for (struct msg *m = head; m != NULL && nsuspect == 0; m = m->next) {
+	for (struct msg *m = head; m != NULL; m = m->next) {
 		if (m->sent)
 			continue;
-		if (m->redelivered && nsent > 0)
-			break;
-		child.wbuf = grow(child.wbuf, &child.wcap, child.wlen + m->len + 1, 1);
-		memcpy(child.wbuf + child.wlen, m->body, m->len);
-		child.wlen += m->len;
-		child.wbuf[child.wlen++] = '\n';
-		m->sent = 1;
-		nsent++;
-		nsuspect += m->redelivered;
+		if (m->alone) {
+			if (nsent == 0) {
+				give(m);
+				alone_in_hands = m;
+			}
+			return;
+		}
+		if (m->group == 0)
+			give(m);
 	}
+	/* The suspects on trial last: a child working in order answers the others first. */
+	for (struct msg *m = head; on_trial != 0 && m != NULL; m = m->next)
+		if (!m->sent && m->group == on_trial)
+			give(m);
 }
 
 static void
@@ -336,14 +569,17 @@ write_child(void)
 
 /* --- answers ---------------------------------------------------------------- */
 
+/* Copy m to Q.retry.<ms> (attempts as given) or back to Q; its original is acked on the confirm. */
 static void
-retry_later(struct msg *m)
+copy_back(struct msg *m, const char *queue, long attempts)
 {
 	uint64_t seq;
 
-	if (mq_publish(&mq, "", retry_queue, m->body, m->len, m->attempts + 1, &seq) < 0)
+	if (mq_publish(&mq, "", queue, m->body, m->len, attempts, &seq) < 0)
 		return;	/* connection lost: the broker will redeliver the original */
 	mq_confirms_add(&retry_copies, &mq, seq, NULL, m->tag);
+	debugx("delivery tag %llu copied to %s with x-attempts %ld", (unsigned long long)m->tag,
+	    queue, attempts);
 }
 
 /* Send the acks owed as one basic.ack with multiple=true; a lost connection voids them. */
@@ -363,29 +599,35 @@ flush_acks(void)
 }
 
 /*
- * The answer for the head message: ack it, or send it round the retry queue.
- * An ack is owed rather than sent: one multiple ack up to the highest tag
- * covers every unacked tag below it, so it may only be owed while each of
- * those is an answered message to ack. Messages are settled in delivery
- * order and the unanswered ones have higher tags; the only lower tags kept
- * unacked are originals awaiting their retry copy's confirm, and every one of
- * them is lower than any message still held. So: flush before a retry is
- * published, and owe nothing while a confirm is outstanding (ack at once).
+ * Settle an answered message. An ack is owed rather than sent when m was at
+ * the head of the held list (prefix): one multiple ack up to the highest tag
+ * covers every unacked tag below it, and the held messages before it are all
+ * answered. The only other lower tags kept unacked are originals awaiting
+ * their copy's confirm: so flush before a copy is published, and owe
+ * nothing while a confirm is outstanding (ack at once, singly). A message
+ * answered out of order is acked singly.
  */
 static void
-ack_or_retry_head(void)
+settle(struct msg *m, int prefix)
 {
-	struct msg *m = pop_head();
-
-	nsent--;
-	nsuspect -= m->redelivered;
+	m->settled = 1;
+	unlink_msg(m);
 	child.answered += m->len + 1;
 	/* A message of an old connection is redelivered by the broker: nothing to do. */
-	if (current(m)) {
-		if (m->retry) {
-			flush_acks();
-			retry_later(m);
-		} else if (retry_copies.n == 0) {
+	if (!current(m))
+		return;
+	switch (m->verdict) {
+	case V_RETRY:
+	case V_DEFER:
+		flush_acks();
+		copy_back(m, retry_queue, m->attempts + (m->verdict == V_RETRY));
+		break;
+	case V_DEAD:
+		if (mq_reject(&mq, m->tag, 0) < 0)
+			warning("broker: %s", mq.why);
+		break;
+	default:
+		if (prefix && retry_copies.n == 0) {
 			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
 			ack_upto = m->tag;
 			ack_generation = mq.generation;
@@ -393,50 +635,123 @@ ack_or_retry_head(void)
 			warning("broker: %s", mq.why);
 		}
 	}
-	free_msg(m);
+}
+
+static enum verdict
+verdict_of(const char *status)
+{
+	static const struct { const char *name; enum verdict v; } known[] = {
+		{ "success", V_ACK }, { "failed", V_ACK }, { "retry", V_RETRY },
+		{ "defer", V_DEFER }, { "dead", V_DEAD },
+	};
+
+	for (size_t i = 0; status != NULL && i < sizeof known / sizeof known[0]; i++)
+		if (strcmp(status, known[i].name) == 0)
+			return known[i].v;
+	return V_NONE;
+}
+
+/* The child printed something that is not an answer: say what, and kill it. */
+static void
+broken_child(const char *line, size_t len, const char *why)
+{
+	char shown[201];
+	size_t n = len < 200 ? len : 200;
+
+	for (size_t i = 0; i < n; i++)
+		shown[i] = (unsigned char)line[i] < 0x20 ? '?' : line[i];
+	shown[n] = '\0';
+	snprintf(child.broken_why, sizeof child.broken_why, "printed \"%s\"%s, %s", shown,
+	    len > 200 ? "..." : "", why);
+	child.broken = 1;
+	kill(-child.pid, SIGKILL);
+}
+
+/* The message a valid answer line settles; NULL when the child is broken. */
+static struct msg *
+answer_for(const char *line, size_t len, enum verdict *v)
+{
+	cJSON *j = cJSON_ParseWithLength(line, len);
+	const char *why = NULL, *key;
+	char num[32];
+	struct msg *m = NULL;
+
+	if (!cJSON_IsObject(j)) {
+		why = "which is not a JSON object";
+	} else if ((*v = verdict_of(json_string(j, "status"))) == V_NONE) {
+		why = "which has no known status (success, failed, retry, defer, dead)";
+	} else if (opt.match != NULL) {
+		if ((key = key_of(j, num, sizeof num, &why)) == NULL)
+			why = "which has no string or integer match field";
+		else if ((m = keys_take(key)) == NULL)
+			why = "whose match field names no message it was given";
+	} else if ((m = sent_head) == NULL) {
+		why = "a line more than it was given messages";
+	} else if ((sent_head = m->snext) == NULL) {
+		sent_tail = &sent_head;
+	}
+	cJSON_Delete(j);
+	if (why != NULL)
+		broken_child(line, len, why);
+	return m;
 }
 
 /*
- * Complete lines in rbuf: copy them out, noting which answers ask for a
- * retry, flush, and only then settle their messages, with one ack for the lot.
+ * Complete lines in rbuf: find each one's message, copy the answers out,
+ * flush, and only then settle their messages: the answered run at the head
+ * of the held list with one ack, the others one by one.
  */
 static void
 take_answers(void)
 {
 	char *p = child.rbuf, *end = child.rbuf + child.rlen, *nl;
-	struct msg *m = head;
 	size_t done;
 
-	for (char *q = p; q < end && (nl = memchr(q, '\n', (size_t)(end - q))) != NULL; q = nl + 1) {
-		cJSON *v = cJSON_ParseWithLength(q, (size_t)(nl - q));
-		int object = cJSON_IsObject(v);
-		const char *status = object ? json_string(v, "status") : NULL;
+	nanswered = 0;
+	while (!child.broken && p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		enum verdict v = V_NONE;
+		struct msg *m = answer_for(p, (size_t)(nl - p), &v);
 
-		/* Line i answers the i-th sent message; extra lines are reported below. */
-		if (m != NULL && m->sent) {
-			m->retry = status != NULL && strcmp(status, "retry") == 0;
-			m = m->next;
+		if (m == NULL)
+			break;
+		if (m->returned) {
+			debugx("a late answer for a message already copied back to %s: ignored",
+			    opt.queue);
+			p = nl + 1;
+			nsent--;
+			child.answered += m->len + 1;
+			unlink_msg(m);
+			free_msg(m);
+			continue;
 		}
-		cJSON_Delete(v);
-		if (!object)
-			warning("%s answered a line that is not a JSON object; not copied",
-			    opt.argv[0]);
-		else if (fwrite(q, 1, (size_t)(nl - q) + 1, stdout) != (size_t)(nl - q) + 1)
+		if (fwrite(p, 1, (size_t)(nl - p) + 1, stdout) != (size_t)(nl - p) + 1)
 			break;	/* out_flush() reports it and exits: nothing below is settled */
+		p = nl + 1;
+		nsent--;
+		if (m == alone_in_hands) {
+			alone_in_hands = NULL;
+			m->alone = 0;
+		}
+		m->verdict = v;
+		answered = grow(answered, &answered_cap, nanswered + 1, sizeof *answered);
+		answered[nanswered++] = m;
 	}
 	out_flush("messages answered before this one were acked");
-	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-		if (head == NULL || !head->sent)
-			warning("%s answered more lines than it was given; extra line ignored",
-			    opt.argv[0]);
-		else
-			ack_or_retry_head();
-		p = nl + 1;
-		last_activity = now_seconds();
-		child.deaths = child.deaths_unread = 0;
+	if (p != child.rbuf) {
+		last_activity = last_answer = stall_since = now_seconds();
+		next_stall_report = last_answer + opt.report_every;
+		child.down_since = -1;
 		backoff_reset(&child.backoff);
 	}
+	while (head != NULL && head->verdict != V_NONE && !head->settled)
+		settle(head, 1);
+	for (size_t i = 0; i < nanswered; i++)
+		if (!answered[i]->settled)
+			settle(answered[i], 0);
 	flush_acks();
+	for (size_t i = 0; i < nanswered; i++)
+		free_msg(answered[i]);
+	nanswered = 0;
 	done = (size_t)(p - child.rbuf);
 	memmove(child.rbuf, p, child.rlen - done);
 	child.rlen -= done;
@@ -449,13 +764,15 @@ read_child(void)
 	for (;;) {
 		ssize_t n;
 
+		if (child.broken)
+			return 1;
 		child.rbuf = grow(child.rbuf, &child.rcap, child.rlen + 65536, 1);
 		n = read(child.out, child.rbuf + child.rlen, child.rcap - child.rlen);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			take_answers();
-			return n == 0;
+			return n == 0 || child.broken;
 		}
 		child.rlen += (size_t)n;
 		if (child.rlen > 4 * 65536)
@@ -465,76 +782,154 @@ read_child(void)
 
 /* --- the child's death ---------------------------------------------------- */
 
-static void
-finish(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-
-/*
- * Did the child read any of the message it was working on (the head)? It
- * answers in order, so the head is the one that can have killed it; bytes
- * still in the pipe were never read. A child that died before reading
- * anything (a startup failure) blames no message.
- */
+/* Bytes the child read of what it was given, beyond its answered messages. */
 static int
-head_was_read(void)
+read_unanswered(int say)
 {
 	int unread = 0;
 
-	if (head == NULL || !head->sent || child.in < 0 ||
-	    ioctl(child.in, FIONREAD, &unread) < 0)
-		return head != NULL && head->sent;
+	if (child.in < 0 || ioctl(child.in, FIONREAD, &unread) < 0)
+		return 1;
+	if (say)
+		debugx("%s was given %zu bytes, left %d unread, answered %zu", opt.argv[0],
+		    child.written, unread, child.answered);
 	return child.written - (size_t)unread > child.answered;
 }
 
+/* m killed a child: back to the queue, counted towards its delivery limit, and remembered. */
+static void
+blame(struct msg *m)
+{
+	hash_add(&guilty, hash_string(m->body), NULL, NULL, 0, NULL);
+	m->sent = 0;
+	unlink_msg(m);
+	reject(m, 1);
+	free_msg(m);
+}
+
 /*
- * The message it was working on goes back to the queue: the broker counts
- * that towards the delivery limit, so a message that kills every child ends
- * in Q.dead. The other unanswered ones did nothing wrong: the restarted
- * child gets them, one at a time, so that a second death is blamed right.
+ * Messages in a dead child's hands are suspects; nothing else is. In-order
+ * mode blames the first of them (the one it was on) at once. Then, in both
+ * modes: the group on trial, if it was in the child's hands, is halved (a
+ * group of one is the guilty one: blamed); the other suspects form a new
+ * group. A child that read nothing of its messages, or exited saying a
+ * service it needs is unavailable (69, 75), blames nothing.
+ */
+static int
+sort_suspects(int status, long *nblamed)
+{
+	unsigned on_trial = trial(), a = 0, b = 0, fresh = 0;
+	long ntrial = 0, nfresh = 0, i = 0;
+	int innocent = !read_unanswered(1) || (WIFEXITED(status) &&
+	    (WEXITSTATUS(status) == EXIT_UNAVAILABLE || WEXITSTATUS(status) == EX_TEMPFAIL));
+
+	*nblamed = 0;
+	if (alone_in_hands != NULL && !innocent) {
+		/* Nothing else was in its hands. */
+		blame(alone_in_hands);
+		*nblamed = 1;
+		innocent = 1;	/* the others in the list below were not in its hands */
+	}
+	alone_in_hands = NULL;
+	if (!innocent && opt.match == NULL && sent_head != NULL && !sent_head->returned) {
+		blame(sent_head);
+		++*nblamed;
+	}
+	for (struct msg *m = head; m != NULL; m = m->next)
+		if (m->sent && !m->returned)
+			*(on_trial != 0 && m->group == on_trial ? &ntrial : &nfresh) += 1;
+	if (ntrial > 1) {
+		a = next_group++;
+		b = next_group++;
+	}
+	if (nfresh > 0)
+		fresh = next_group++;
+	for (struct msg *m = head, *next; m != NULL; m = next) {
+		next = m->next;
+		if (!m->sent)
+			continue;
+		m->sent = 0;
+		if (m->returned) {
+			unlink_msg(m);
+			free_msg(m);
+		} else if (innocent) {
+			continue;
+		} else if (on_trial != 0 && m->group == on_trial) {
+			if (ntrial == 1) {
+				blame(m);
+				++*nblamed;
+				continue;
+			}
+			group_leave(m);
+			m->group = i++ < ntrial / 2 ? a : b;
+		} else {
+			group_leave(m);
+			m->group = fresh;
+		}
+	}
+	sent_head = NULL;
+	sent_tail = &sent_head;
+	keys_clear();
+	nsent = 0;
+	if (innocent)
+		return *nblamed > 0;
+	if (nfresh > 0)
+		group_push(0, fresh, nfresh);
+	if (ntrial > 1) {
+		group_push(1, b, ntrial - ntrial / 2);
+		group_push(1, a, ntrial / 2);
+	}
+	return 1;
+}
+
+/*
+ * The child died (or was killed as broken). It is restarted with backoff,
+ * through outages of any length: amqp-consume gives up only after
+ * --patience seconds without an answer.
  */
 static void
 child_died(int status)
 {
 	char how[64];
-	int blamed;
-	long held;
+	long held = nsent, nblamed;
+	int suspects;
 	double delay;
 
 	read_child();	/* answers it wrote before dying still count */
-	blamed = head_was_read();
-	held = nsent;
+	suspects = sort_suspects(status, &nblamed);
 	close(child.out);
 	if (child.in >= 0)
 		close(child.in);
 	child.in = -1;
 	child.pid = 0;
 	child.wlen = child.woff = child.rlen = 0;
-	if (blamed) {
-		struct msg *m = pop_head();
-
-		reject(m, 1);
-		free_msg(m);
-	}
-	for (struct msg *m = head; m != NULL && m->sent; m = m->next)
-		m->sent = 0, m->redelivered = 1;
-	nsent = nsuspect = 0;
-	describe_status(how, sizeof how, status);
+	if (child.broken)
+		snprintf(how, sizeof how, "was broken");
+	else
+		describe_status(how, sizeof how, status);
+	if (child.broken)
+		warning("%s %s; killed it: nothing is acked for that line", opt.argv[0],
+		    child.broken_why);
 	if (draining) {
 		warning("%s %s while answering %ld messages: they go back to the queue",
 		    opt.argv[0], how, held);
 		forget_unsent(1);
 		return;
 	}
-	child.deaths_unread = blamed ? 0 : child.deaths_unread + 1;
-	/* Poison messages explain a few deaths in a row, never this many. */
-	if (++child.deaths > 2 * opt.max_deliveries + 5 || child.deaths_unread >= MAX_DEATHS_UNREAD)
-		finish(EXIT_UNAVAILABLE, "%s %s, %d times in a row without answering; giving up "
-		    "(its unanswered messages go back to the queue)", opt.argv[0], how,
-		    child.deaths);
+	if (child.down_since < 0)
+		child.down_since = now_seconds();
+	if (opt.patience >= 0 && now_seconds() - child.down_since > opt.patience)
+		finish(EXIT_UNAVAILABLE, "%s %s, and has answered nothing for %g s (--patience); "
+		    "giving up (its unanswered messages go back to the queue)", opt.argv[0], how,
+		    opt.patience);
 	delay = backoff_next(&child.backoff);
 	child.restart_at = now_seconds() + delay;
-	warning("%s %s while answering %ld messages (%s); restarting it in %.1f s", opt.argv[0],
-	    how, held, blamed ? "the first one goes back to the queue, counted as a failed "
-	    "delivery" : "it had read none of them", delay);
+	warning("%s %s while answering %ld messages (%s%s); restarting it in %.1f s", opt.argv[0],
+	    how, held, !suspects ? (held ? "it read none of them or said a service is "
+	    "unavailable: none is blamed" : "none was in its hands") : nblamed ? "the one that "
+	    "killed it goes back to the queue, counted as a failed delivery" : "they are "
+	    "suspects, tried again in halves", suspects && nblamed && held > 1 ? "; the others "
+	    "are suspects, tried again in halves" : "", delay);
 }
 
 /*
@@ -567,19 +962,21 @@ reap_child(int eof)
 static void
 lost_connection(void)
 {
-	warning("broker %s: %s; reconnecting (%ld messages the child holds will be "
-	    "redelivered)", mq.target, mq.why, nsent);
+	warning("broker %s: connection lost: %s; reconnecting (%ld messages the child holds "
+	    "will be redelivered)", mq.target, mq.why, nsent);
 	mq_close(&mq);
 	linked = 0;
 	forget_unsent(0);
 	mq_confirms_clear(&retry_copies);
 	ack_upto = 0;	/* the broker redelivers those messages */
 	lost_since = now_seconds();
+	next_lost_report = lost_since + opt.report_every;
+	lost_refusing = 0;
 	connect_at = lost_since;
 	backoff_reset(&connect_backoff);
 }
 
-/* A retry copy's confirm: ack its original; a nack means the copy may be lost, so the original goes back instead. */
+/* A copy's confirm: ack its original; a nack means the copy may be lost, so the original goes back instead. */
 static int
 retry_copy_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
@@ -623,33 +1020,99 @@ broker_events(void)
 	}
 }
 
-/* One attempt to connect, declare and subscribe; on failure the next is scheduled. */
+/*
+ * One attempt to connect, declare and subscribe; on failure the next is
+ * scheduled. The wait is said at once, then every minute: a broker that
+ * cannot be reached apart from one that is up but whose queue does not work.
+ */
 static void
 link_up(void)
 {
 	struct mq_topology t = { opt.queue, opt.max_deliveries, opt.retry_ms, 0 };
-	int rc = mq_connect(&mq);
+	int rc = mq_connect(&mq), refusing = 0;
+	double now;
 
-	if (rc == 0 && (rc = mq_declare(&mq, &t)) == 0)
-		rc = mq_consume(&mq, opt.queue, (int)opt.prefetch);
+	if (rc == 0) {
+		refusing = 1;
+		if ((rc = mq_declare(&mq, &t)) == 0)
+			rc = mq_consume(&mq, opt.queue, (int)opt.prefetch);
+	}
+	now = now_seconds();
 	if (rc == 0) {
 		if (lost_since >= 0)
-			warning("broker %s: connected again", mq.target);
+			warning("broker %s: connected again and consuming %s", mq.target, opt.queue);
 		lost_since = -1;
 		linked = 1;
-		last_activity = now_seconds();
+		last_activity = now;
 		backoff_reset(&connect_backoff);
 		return;
 	}
 	if (mq.permanent)
-		finish(EXIT_UNAVAILABLE, "broker %s: %s", mq.target, mq.why);
-	if (lost_since < 0)
-		lost_since = now_seconds();
-	if (opt.patience >= 0 && now_seconds() - lost_since > opt.patience)
-		finish(EXIT_UNAVAILABLE, "broker %s unavailable for %g s: %s; messages not acked "
-		    "stay in the queue", mq.target, opt.patience, mq.why);
-	debugx("broker: %s; retrying", mq.why);
-	connect_at = now_seconds() + backoff_next(&connect_backoff);
+		finish(EXIT_UNAVAILABLE, "broker %s is up but refuses queue %s: %s; no message "
+		    "was taken", mq.target, opt.queue, mq.why);
+	if (mq_connected(&mq))
+		mq_close(&mq);
+	if (lost_since < 0 || next_lost_report <= now || refusing != lost_refusing) {
+		if (lost_since < 0)
+			lost_since = now;
+		if (refusing)
+			warning("broker %s is up, but queue %s does not work (declaring or "
+			    "consuming it: %s); waiting for it for %.0f s so far", mq.target,
+			    opt.queue, mq.why, now - lost_since);
+		else
+			warning("broker %s unreachable: %s; waiting for it for %.0f s so far",
+			    mq.target, mq.why, now - lost_since);
+		next_lost_report = now + opt.report_every;
+		lost_refusing = refusing;
+	}
+	if (opt.patience >= 0 && now - lost_since > opt.patience)
+		finish(EXIT_UNAVAILABLE, "broker %s unavailable for %g s (--patience; %s): %s; "
+		    "messages not acked stay in the queue", mq.target, opt.patience, refusing ?
+		    "up, but queue refusing" : "unreachable", mq.why);
+	connect_at = now + backoff_next(&connect_backoff);
+}
+
+/* --- the broker's consumer timeout ------------------------------------------ */
+
+/*
+ * A message held unsettled for too long would be dead-lettered by the
+ * broker's consumer_timeout (closing our channel). Before that, a copy goes
+ * back to the queue (x-attempts unchanged, so no delivery is spent) and the
+ * original is acked on its confirm. The child may still answer it: that
+ * answer is void.
+ */
+static void
+return_old_messages(double now)
+{
+	double margin = opt.consumer_timeout / 2;
+	long n = 0;
+
+	if (margin > CONSUMER_TIMEOUT_MARGIN)
+		margin = CONSUMER_TIMEOUT_MARGIN;
+	next_timeout_scan = now + (margin < 2 ? margin / 2 : 1);
+	if (!mq_connected(&mq))
+		return;
+	for (struct msg *m = head, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->returned || m->verdict != V_NONE || !current(m) ||
+		    now - m->since < opt.consumer_timeout - margin)
+			continue;
+		if (n++ == 0)
+			flush_acks();
+		copy_back(m, opt.queue, m->attempts);
+		if (!m->sent) {
+			unlink_msg(m);
+			free_msg(m);
+		} else {
+			m->returned = 1;
+			group_leave(m);
+		}
+	}
+	if (n > 0)
+		warning("%ld messages held unanswered for %.0f s were copied back to %s before "
+		    "the broker's consumer timeout (%.0f s) (%s)", n, opt.consumer_timeout - margin,
+		    opt.queue, opt.consumer_timeout, nsent ? "the child has not answered them" :
+		    "they were waiting for the child");
 }
 
 /* --- shutting down ---------------------------------------------------------- */
@@ -658,6 +1121,7 @@ static void
 start_draining(void)
 {
 	draining = 1;
+	drain_since = now_seconds();
 	if (mq_connected(&mq))
 		mq_cancel(&mq);
 	forget_unsent(1);
@@ -666,10 +1130,19 @@ start_draining(void)
 static void
 free_all(void)
 {
-	while (head != NULL)
-		free_msg(pop_head());
+	while (head != NULL) {
+		struct msg *m = head;
+
+		unlink_msg(m);
+		free_msg(m);
+	}
 	free(child.wbuf);
 	free(child.rbuf);
+	free(slots);
+	free(groups);
+	free(answered);
+	hash_free(&keys);
+	hash_free(&guilty);
 	mq_confirms_free(&retry_copies);
 	free(retry_queue);
 	free(dead_queue);
@@ -689,13 +1162,8 @@ finish(int code, const char *fmt, ...)
 		va_end(ap);
 		warning("%s", buf);
 	}
-	forget_unsent(1);
-	while (head != NULL) {
-		struct msg *m = pop_head();
-
+	for (struct msg *m = head; m != NULL; m = m->next)
 		reject(m, 1);
-		free_msg(m);
-	}
 	stop_child();
 	mq_close(&mq);
 	free_all();
@@ -706,11 +1174,21 @@ finish(int code, const char *fmt, ...)
 
 /* --- main loop -------------------------------------------------------------- */
 
+/* Idle: connected, no delivery and no answer for --idle-exit seconds (a stalled child's messages do not count). */
 static int
 idle_over(double now)
 {
-	return opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
+	return opt.idle_exit >= 0 && mq_connected(&mq) && retry_copies.n == 0 &&
 	    now - last_activity >= opt.idle_exit;
+}
+
+/* Stopping, and the child answered nothing for --grace seconds: kill it, return its messages. */
+static int
+grace_over(double now)
+{
+	double since = last_answer > drain_since ? last_answer : drain_since;
+
+	return draining && nsent > 0 && now - since >= opt.grace;
 }
 
 static int
@@ -724,10 +1202,18 @@ poll_timeout(double now)
 		t = connect_at - now;
 	if (child.pid == 0 && !draining && child.restart_at - now < t)
 		t = child.restart_at - now;
+	if (next_timeout_scan - now < t)
+		t = next_timeout_scan - now;
 	/* The idle clock stops while disconnected: see idle_over(). */
-	if (opt.idle_exit >= 0 && mq_connected(&mq) && head == NULL && retry_copies.n == 0 &&
+	if (opt.idle_exit >= 0 && !draining && mq_connected(&mq) && retry_copies.n == 0 &&
 	    last_activity + opt.idle_exit - now < t)
 		t = last_activity + opt.idle_exit - now;
+	if (draining && nsent > 0) {
+		double since = last_answer > drain_since ? last_answer : drain_since;
+
+		if (since + opt.grace - now < t)
+			t = since + opt.grace - now;
+	}
 	return t > 0 ? (int)(t * 1000) + 1 : 0;
 }
 
@@ -764,6 +1250,17 @@ done_draining(void)
 	return draining && head == NULL && retry_copies.n == 0;
 }
 
+/* A child holding messages that has answered nothing for a while: say so, every minute. */
+static void
+report_stall(double now)
+{
+	if (nsent == 0 || child.pid == 0 || now < next_stall_report)
+		return;
+	warning("%s has answered nothing for %.0f s while holding %ld messages (pid %d)",
+	    opt.argv[0], now - stall_since, nsent, (int)child.pid);
+	next_stall_report = now + opt.report_every;
+}
+
 static void
 consume_loop(void)
 {
@@ -778,12 +1275,22 @@ consume_loop(void)
 			    nsent);
 		if ((stop_signals > 0 || idle_over(now)) && !draining)
 			start_draining();
+		if (grace_over(now)) {
+			if (child.pid != 0)
+				kill(-child.pid, SIGKILL);
+			finish(EXIT_OK, "%s answered nothing for %g s (--grace) while stopping: "
+			    "killed it; its %ld unanswered messages go back to the queue unacked",
+			    opt.argv[0], opt.grace, nsent);
+		}
 		if (done_draining() || (draining && !mq_connected(&mq) && nsent == 0))
 			finish(EXIT_OK, NULL);
 		if (!mq_connected(&mq) && !draining && now >= connect_at)
 			link_up();
 		if (child.pid == 0 && !draining && now >= child.restart_at)
-			start_child();
+			start_child(0);
+		if (now >= next_timeout_scan)
+			return_old_messages(now);
+		report_stall(now);
 		feed_child();
 		write_child();
 		wait_events(now);
@@ -798,14 +1305,18 @@ parse_options(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "queue", required_argument, NULL, 'q' },
 		{ "prefetch", required_argument, NULL, 'p' },
+		{ "match", required_argument, NULL, 'M' },
 		{ "retry-delay", required_argument, NULL, 'r' },
 		{ "max-deliveries", required_argument, NULL, 'm' },
 		{ "idle-exit", required_argument, NULL, 'i' },
+		{ "grace", required_argument, NULL, 'g' },
 		{ "patience", required_argument, NULL, 'P' },
+		{ "consumer-timeout", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *every = getenv("OA_WAIT_REPORT");
 	int c;
 
 	/* "+": options end at COMMAND, whose own options are its business. */
@@ -813,10 +1324,13 @@ parse_options(int argc, char **argv)
 		switch (c) {
 		case 'q': opt.queue = optarg; break;
 		case 'p': opt.prefetch = option_long("-p", optarg, 1, 65535); break;
+		case 'M': opt.match = optarg; break;
 		case 'r': opt.retry_ms = (long)(option_seconds("--retry-delay", optarg, 86400) * 1000 + 0.5); break;
 		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
 		case 'i': opt.idle_exit = option_seconds("--idle-exit", optarg, 1e9); break;
+		case 'g': opt.grace = option_seconds("--grace", optarg, 1e9); break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 1e9); break;
+		case 'C': opt.consumer_timeout = option_seconds("--consumer-timeout", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
 		default: usage(stderr, EXIT_USAGE);
@@ -830,6 +1344,16 @@ parse_options(int argc, char **argv)
 		warning("option -q: a queue name has 1 to 200 bytes");
 		usage(stderr, EXIT_USAGE);
 	}
+	if (opt.match != NULL && (*opt.match == '\0' || strlen(opt.match) > 200)) {
+		warning("option --match: a field name has 1 to 200 bytes");
+		usage(stderr, EXIT_USAGE);
+	}
+	if (opt.consumer_timeout < 1) {
+		warning("option --consumer-timeout: at least 1 s");
+		usage(stderr, EXIT_USAGE);
+	}
+	if (every != NULL && *every != '\0')
+		opt.report_every = option_seconds("OA_WAIT_REPORT", every, 1e9);
 	opt.argv = argv + optind;
 }
 
@@ -841,6 +1365,9 @@ main(int argc, char **argv)
 	parse_options(argc, argv);
 	retry_queue = queue_retry_name(opt.queue, opt.retry_ms);
 	dead_queue = queue_dead_name(opt.queue);
+	/* The child learns the protocol from OA_MATCH: set with --match, absent without. */
+	if ((opt.match != NULL ? setenv("OA_MATCH", opt.match, 1) : unsetenv("OA_MATCH")) < 0)
+		die(EXIT_NOMEM, "setting OA_MATCH: %s", strerror(errno));
 	/* No SA_RESTART: a signal must interrupt poll() so shutdown starts at once. */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -849,7 +1376,8 @@ main(int argc, char **argv)
 	mq_init(&mq, MQ_HEARTBEAT, 1);
 	child.in = child.out = -1;
 	/* The child first: a command that cannot run must not take any message. */
-	start_child();
+	start_child(1);
 	last_activity = now_seconds();
+	next_timeout_scan = last_activity + 1;
 	consume_loop();
 }

@@ -22,6 +22,8 @@
 #include "lib/orders.h"
 #include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/utf8.h"
+#include "lib/validate.h"
 #include "lib/xalloc.h"
 
 #define DEFAULT_PORT	"3000"
@@ -146,7 +148,7 @@ reply_invalid(struct req *r, const char *why)
 	return send_object(r, MHD_HTTP_BAD_REQUEST, o, NULL);
 }
 
-/* The placer's answer: 201 new order, 200 found by its key, 409/404 refused. */
+/* The placer's answer: 201 new order, 200 found by its key, 409/404/422 refused. */
 static enum MHD_Result
 answer_placed(struct req *r)
 {
@@ -156,7 +158,8 @@ answer_placed(struct req *r)
 	if (res->error != NULL) {
 		int status = strcmp(res->error, "insufficient_stock") == 0 ? MHD_HTTP_CONFLICT :
 		    strcmp(res->error, "unknown_sku") == 0 ? MHD_HTTP_NOT_FOUND :
-		    MHD_HTTP_BAD_REQUEST;
+		    strcmp(res->error, "idempotency_key_reused") == 0 ?
+		    MHD_HTTP_UNPROCESSABLE_CONTENT : MHD_HTTP_BAD_REQUEST;
 
 		return httpd_send_json(&r->h, status, r->line, NULL);
 	}
@@ -448,6 +451,12 @@ post_order(struct req *r)
 		    " placed; retry with the same key" : "the order was not placed");
 	if (r->h.too_big)
 		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+	/* Bytes PostgreSQL would refuse, or a \u0000 cJSON would cut a string at. */
+	if ((why = validate_json_text(r->h.body.data != NULL ? r->h.body.data : "",
+	    r->h.body.len)) != NULL) {
+		snprintf(msg, sizeof msg, "the body is refused: %s", why);
+		return reply_invalid(r, msg);
+	}
 	r->obj = cJSON_ParseWithLengthOpts(r->h.body.data != NULL ? r->h.body.data : "",
 	    r->h.body.len, &end, 0);
 	if (r->obj == NULL) {
@@ -595,6 +604,11 @@ get_stock(struct req *r, const char *sku)
 	PGresult *res;
 	cJSON *o;
 
+	/* Bytes no SKU can hold never reach the database (which would refuse them: 503). */
+	if (!utf8_valid(sku))
+		return reply_invalid(r, "the SKU in the path is not valid UTF-8");
+	if (validate_cstring(sku, 1, FIELD_MAX_NAME) != NULL)
+		return httpd_send_error(&r->h, MHD_HTTP_NOT_FOUND, "unknown_sku");
 	if ((res = lookup(r, "reading stock", sql, 1, (const char *[]){ sku }, &rc)) == NULL)
 		return rc;
 	if (PQntuples(res) == 0) {
@@ -622,6 +636,8 @@ list_stock(struct req *r)
 	cJSON *o, *items;
 	int n;
 
+	if (after != NULL && !utf8_valid(after))
+		return reply_invalid(r, "\"after\" is not valid UTF-8");
 	if (slimit != NULL && parse_long(slimit, 1, PAGE_MAX, &limit, &why) < 0) {
 		snprintf(msg, sizeof msg, "\"limit\" %s (allowed 1 to %d)", why, PAGE_MAX);
 		return reply_invalid(r, msg);

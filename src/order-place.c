@@ -13,6 +13,7 @@
 #include "lib/orders.h"
 #include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/validate.h"
 #include "lib/xalloc.h"
 
 /*
@@ -55,7 +56,7 @@ static void
 usage(FILE *fp, int code)
 {
 	fprintf(fp, "usage: %s [-b N] [-k KEY] [--stats] SKU QUANTITY\n"
-	    "       %s [-b N] [--stats] < requests.jsonl\n", progname, progname);
+	    "       %s [-b N] [--max-line BYTES] [--stats] < requests.jsonl\n", progname, progname);
 	exit(code);
 }
 
@@ -184,6 +185,9 @@ batch_read(struct batch *b, struct jsonl *in, int *bad)
 	memset(rq, 0, sizeof *rq);
 	if (rc == JSONL_BAD)
 		rq->invalid = why;
+	/* Bytes PostgreSQL would refuse, or a \u0000 cJSON cut a string at ("k\u0000one"). */
+	else if ((why = validate_json_text(in->buf, in->len)) != NULL)
+		rq->invalid = why;
 	else
 		order_request_from_json(obj, rq);
 	if (rq->invalid != NULL) {
@@ -194,7 +198,7 @@ batch_read(struct batch *b, struct jsonl *in, int *bad)
 		b->first_line = in->lineno;
 	b->last_line = in->lineno;
 	b->obj[b->n++] = obj;
-	return (long)strlen(in->buf);
+	return (long)in->len;
 }
 
 static void
@@ -232,13 +236,14 @@ batch_place(PGconn *c, struct batch *b)
 }
 
 static int
-place_stream(PGconn *c, size_t batch_size)
+place_stream(PGconn *c, size_t batch_size, size_t max_line)
 {
 	struct jsonl in;
 	struct batch b;
 	int bad = 0, eof = 0;
 
 	jsonl_open(&in, stdin);
+	in.max_line = max_line;
 	batch_init(&b, batch_size);
 	while (!eof) {
 		long bytes = 0, got;
@@ -305,6 +310,7 @@ main(int argc, char **argv)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "stats", no_argument, NULL, 'S' },
+		{ "max-line", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -312,6 +318,7 @@ main(int argc, char **argv)
 	struct order_request one;
 	const char *key = NULL;
 	long batch_size = BATCH_DEFAULT;
+	size_t max_line = JSONL_MAX_LINE_DEFAULT;
 	PGconn *c;
 	int ch, rc;
 
@@ -321,6 +328,9 @@ main(int argc, char **argv)
 		case 'b': batch_size = option_long("-b", optarg, 1, BATCH_MAX); break;
 		case 'k': key = optarg; break;
 		case 'S': stats.on = 1; break;
+		case 'M':
+			max_line = (size_t)option_long("--max-line", optarg, 1024, JSONL_MAX_LINE_LIMIT);
+			break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
 		default: usage(stderr, EXIT_USAGE);
@@ -343,7 +353,7 @@ main(int argc, char **argv)
 		PQfinish(c);
 		die(exit_status(rc), "%s: no order was placed", failure_words(rc));
 	}
-	rc = argc == 2 ? place_one(c, &one) : place_stream(c, (size_t)batch_size);
+	rc = argc == 2 ? place_one(c, &one) : place_stream(c, (size_t)batch_size, max_line);
 	PQfinish(c);
 	if (stats.on)
 		stats_print();

@@ -9,8 +9,10 @@
 #include "lib/hash.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
+#include "lib/num.h"
 #include "lib/policy.h"
 #include "lib/retry.h"
+#include "lib/validate.h"
 #include "lib/xalloc.h"
 
 /*
@@ -27,12 +29,20 @@
  * that fails with a deadlock or serialization failure (db_retryable) is run
  * again from them. A direct load cannot be: its rows went in with the
  * transaction that failed, and only the input had them.
+ *
+ * Every field is checked here (lib/validate) before it is copied, so a bad
+ * line never becomes a database error. A statement the database still
+ * refuses costs only the vendors whose rows it carried: their snapshots are
+ * rolled back and reported with their line ranges, the run goes on, and it
+ * exits 70 at the end. Only a lost connection stops the run (69).
  */
 
 #define COPY_CHUNK (256 * 1024)
 /* Past this many SKUs a vendor's set is dropped (memory) and SQL dedupes. */
 #define SKUSET_MAX (2L * 1024 * 1024)
 #define MAX_QUANTITY 1000000000000LL
+/* price_cents is a bigint, given as a JSON number: whole and exactly held by a double. */
+#define MAX_PRICE 9007199254740992LL
 /* Tries of a snapshot's transaction while it keeps failing with a retryable error. */
 #define APPLY_ATTEMPTS 5
 
@@ -64,6 +74,8 @@ struct vendor {
 	char *fetched_at;	/* from the vendor's lines; NULL if none carried one */
 	long staged;		/* item lines staged since its last snapshot */
 	int tainted;		/* an invalid line may have been one of its items */
+	long first_line, last_line;	/* its lines since its last snapshot (0: none) */
+	char *failure;		/* the database refused its snapshot: why (then its lines are dropped) */
 	long positive;		/* staged items with quantity > 0 */
 	struct skuset seen;	/* to know the snapshot has no SKU twice */
 };
@@ -72,10 +84,11 @@ static struct {
 	struct conn main;
 	struct conn side;	/* stages other vendors while main loads one */
 	long seq;
-	struct vendor *v;
+	struct vendor **v;
 	size_t nv;
 	long applied_vendors;
 	int bad_lines;
+	int refused;		/* the database refused some vendor's snapshot */
 } st;
 
 static const char *CREATE_STAGING =
@@ -170,7 +183,7 @@ skuset_add(struct skuset *set, const char *sku)
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s < vendor-fetch-lines\n", progname);
+	fprintf(fp, "usage: %s [--max-line BYTES] < vendor-fetch-lines\n", progname);
 	exit(code);
 }
 
@@ -180,13 +193,13 @@ vendor_get(const char *name)
 	struct vendor *nv;
 
 	for (size_t i = 0; i < st.nv; i++)
-		if (strcmp(st.v[i].name, name) == 0)
-			return &st.v[i];
-	nv = xreallocarray(st.v, st.nv + 1, sizeof *st.v);
-	st.v = nv;
-	memset(&st.v[st.nv], 0, sizeof st.v[st.nv]);
-	st.v[st.nv].name = xstrdup(name);
-	return &st.v[st.nv++];
+		if (strcmp(st.v[i]->name, name) == 0)
+			return st.v[i];
+	/* Each vendor stays where it is: a connection's `loading` points at one. */
+	st.v = xreallocarray(st.v, st.nv + 1, sizeof *st.v);
+	nv = xcalloc(1, sizeof *nv);
+	nv->name = xstrdup(name);
+	return st.v[st.nv++] = nv;
 }
 
 static void
@@ -239,11 +252,35 @@ copy_send(struct conn *c)
 	c->len = 0;
 }
 
+/*
+ * The database refused a statement on c (not a lost connection: that exits
+ * 69): roll back what c had open, and fail every vendor whose lines went to
+ * c since their last snapshot. The rows they had staged may be only part of
+ * what they sent, so none of it is applied; each is reported at its
+ * snapshot line (or at the end) with its line range.
+ */
+static void
+conn_refused(struct conn *c, const struct db_failure *f)
+{
+	if (f->lost)
+		die_uncommitted(f);
+	if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
+		PQclear(PQexec(c->db, "ROLLBACK"));
+	c->copying = NOT_COPYING;
+	c->len = 0;
+	c->loading = NULL;
+	for (size_t i = 0; i < st.nv; i++)
+		if (st.v[i]->conn == c && st.v[i]->failure == NULL)
+			st.v[i]->failure = xstrdup(f->msg);
+}
+
+/* End c's COPY, if any. A refused COPY fails the vendors it carried (conn_refused). */
 static void
 copy_end(struct conn *c)
 {
 	struct db_failure f;
 	PGresult *r;
+	int ok;
 
 	if (c->copying == NOT_COPYING)
 		return;
@@ -251,15 +288,16 @@ copy_end(struct conn *c)
 	if (PQputCopyEnd(c->db, NULL) != 1)
 		copy_failed(c, "ending COPY");
 	r = PQgetResult(c->db);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+	if (!(ok = PQresultStatus(r) == PGRES_COMMAND_OK))
 		db_result(c->db, &f, c->copying == INTO_STOCK ? "loading stock lines" :
 		    "staging stock lines", r);
-		die_uncommitted(&f);
-	}
-	PQclear(r);
+	else
+		PQclear(r);
 	while ((r = PQgetResult(c->db)) != NULL)
 		PQclear(r);
 	c->copying = NOT_COPYING;
+	if (!ok)
+		conn_refused(c, &f);
 }
 
 /* Have a COPY into `into` open on c, ending one into the other table. */
@@ -408,11 +446,11 @@ has_other_fields(const cJSON *obj, const char *const *known, size_t n)
 
 /* Stage one item line. Its known fields may be detached from the object. */
 static void
-stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
+stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity, int has_price,
+    long long price)
 {
 	static const char *const known[] = { "vendor", "sku", "quantity", "fetched_at", "name",
 		"price_cents" };
-	const cJSON *price = cJSON_GetObjectItemCaseSensitive(item, "price_cents");
 	const char *name = json_string(item, "name");
 	struct conn *c = vendor_conn(v, sku);
 	enum copying into;
@@ -427,8 +465,8 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity)
 	put_field(c, sku, '\t');
 	put_number(c, quantity, '\t');
 	put_field(c, name, '\t');
-	if (cJSON_IsNumber(price) && price->valuedouble == (double)(long long)price->valuedouble)
-		put_number(c, (long long)price->valuedouble, '\t');
+	if (has_price)
+		put_number(c, price, '\t');
 	else
 		put_field(c, NULL, '\t');
 	if (has_other_fields(item, known, sizeof known / sizeof known[0])) {
@@ -531,60 +569,108 @@ apply_staged_once(struct conn *c, const struct vendor *v, int complete, const ch
 /*
  * apply_staged_once, run again after a backoff while it fails with a
  * retryable error: its staged rows were committed before, so a rolled-back
- * try loses nothing. Returns the count withdrawn; exits on any other error.
+ * try loses nothing. Returns the count withdrawn, or -1 (rolled back) with
+ * *f filled in when the database refused it; exits when the connection is lost.
  */
 static long
-apply_staged(struct conn *c, const struct vendor *v, int complete, const char *ts)
+apply_staged(struct conn *c, const struct vendor *v, int complete, const char *ts,
+    struct db_failure *f)
 {
 	struct backoff b = BACKOFF_DB_RETRY;
-	struct db_failure f;
 	long withdrawn;
 
-	for (int attempt = 1; (withdrawn = apply_staged_once(c, v, complete, ts, &f)) < 0;
+	for (int attempt = 1; (withdrawn = apply_staged_once(c, v, complete, ts, f)) < 0;
 	    attempt++) {
-		if (!f.retryable || attempt == APPLY_ATTEMPTS)
-			die_uncommitted(&f);
-		debugx("%s: %s; applying the snapshot again", v->name, f.msg);
+		if (f->lost)
+			die_uncommitted(f);
 		PQclear(PQexec(c->db, "ROLLBACK"));
+		if (!f->retryable || attempt == APPLY_ATTEMPTS)
+			return -1;
+		debugx("%s: %s; applying the snapshot again", v->name, f->msg);
 		sleep_seconds(backoff_next(&b), NULL);
 	}
 	return withdrawn;
+}
+
+/* Forget a vendor's snapshot once it is applied or refused. */
+static void
+vendor_reset(struct vendor *v, struct conn *c)
+{
+	if (c->loading == v)
+		c->loading = NULL;
+	c->open--;
+	v->conn = NULL;
+	v->staged = 0;
+	v->positive = 0;
+	v->tainted = 0;
+	v->first_line = v->last_line = 0;
+	free(v->failure);
+	v->failure = NULL;
+	skuset_free(&v->seen);
+}
+
+/* The database refused the vendor's snapshot: say so with its lines, and go on. */
+static void
+vendor_refused(struct vendor *v, struct conn *c)
+{
+	warning("database: %s", v->failure);
+	if (v->first_line > 0)
+		warning("%s: lines %ld-%ld: its snapshot was rolled back and none of it applied;"
+		    " going on with the other vendors", v->name, v->first_line, v->last_line);
+	else
+		warning("%s: its snapshot was rolled back and none of it applied;"
+		    " going on with the other vendors", v->name);
+	st.refused = 1;
+	clear_staged(c, v);
+	vendor_reset(v, c);
 }
 
 /*
  * Apply a vendor's lines in one transaction; withdraw absent SKUs only when
  * the snapshot is complete and every one of its lines arrived intact. A
  * vendor loaded straight into the table had no rows before: there is nothing
- * to withdraw and no order of it to settle.
+ * to withdraw and no order of it to settle. A snapshot the database refuses
+ * is rolled back alone (vendor_refused).
  */
 static void
 apply_vendor(struct vendor *v, int complete, long announced)
 {
 	struct conn *c = vendor_conn(v, NULL);
-	int direct = c->loading == v;	/* its lines went straight into vendor_stock */
+	int direct;
 	char ts[64];
 	long withdrawn = 0;
+	struct db_failure f;
 	cJSON *out;
 
 	copy_end(c);
+	if (v->failure != NULL) {
+		vendor_refused(v, c);
+		return;
+	}
+	direct = c->loading == v;	/* its lines went straight into vendor_stock */
 	if (complete && v->tainted) {
 		warning("%s: snapshot had invalid lines; applied what was valid, withdrew nothing", v->name);
 		complete = 0;
 	} else if (complete && announced != v->staged) {
-		warning("%s: snapshot announced %ld items but %ld arrived; withdrew nothing",
-		    v->name, announced, v->staged);
+		warning("%s: lines %ld-%ld: the snapshot line announced %ld items but %ld arrived;"
+		    " applied as a partial update, withdrew nothing", v->name, v->first_line,
+		    v->last_line, announced, v->staged);
+		st.bad_lines = 1;
 		complete = 0;
 	}
 	/* Without a time of its own the snapshot settles nothing. */
 	snprintf(ts, sizeof ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
 	if (direct) {
-		struct db_failure f;
-
 		if ((v->seen.unsure && merge_staged(c, v, ts, &f) < 0) ||
-		    db_command(c->db, &f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
-			die_uncommitted(&f);
-	} else {
-		withdrawn = apply_staged(c, v, complete, ts);
+		    db_command(c->db, &f, "committing the snapshot", "COMMIT", 0, NULL) < 0) {
+			conn_refused(c, &f);
+			vendor_refused(v, c);
+			return;
+		}
+	} else if ((withdrawn = apply_staged(c, v, complete, ts, &f)) < 0) {
+		v->failure = xstrdup(f.msg);
+		vendor_refused(v, c);
+		return;
 	}
 	st.applied_vendors++;
 
@@ -600,14 +686,7 @@ apply_vendor(struct vendor *v, int complete, long announced)
 
 	if (!direct || v->seen.unsure)
 		clear_staged(c, v);
-	if (direct)
-		c->loading = NULL;
-	c->open--;
-	v->conn = NULL;
-	v->staged = 0;
-	v->positive = 0;
-	v->tainted = 0;
-	skuset_free(&v->seen);
+	vendor_reset(v, c);
 }
 
 /* An invalid line may have belonged to any vendor whose snapshot is open. */
@@ -619,8 +698,8 @@ taint_open_vendors(const char *vendor)
 		return;
 	}
 	for (size_t i = 0; i < st.nv; i++)
-		if (st.v[i].staged > 0)
-			st.v[i].tainted = 1;
+		if (st.v[i]->staged > 0)
+			st.v[i]->tainted = 1;
 }
 
 static void
@@ -631,19 +710,48 @@ bad_line(long lineno, const char *vendor, const char *why)
 	taint_open_vendors(vendor);
 }
 
+/* The vendor a line names, if its name is one: an invalid line is charged to it. */
+static const char *
+line_vendor(const cJSON *obj)
+{
+	const char *vendor;
+	struct why why;
+
+	return validate_string(obj, "vendor", 1, FIELD_MAX_NAME, 1, &vendor, &why) > 0 ?
+	    vendor : NULL;
+}
+
+/* fetched_at, when given, is a timestamp: 0, or -1 with why filled in. */
+static int
+check_fetched_at(const cJSON *obj, const char **ts, struct why *why)
+{
+	if (validate_string(obj, "fetched_at", 1, 64, 0, ts, why) < 0 ||
+	    (*ts != NULL && !validate_timestamp(*ts))) {
+		snprintf(why->msg, sizeof why->msg, "\"fetched_at\" must be a timestamp such as"
+		    " 2026-12-06T03:30:00.000Z");
+		return -1;
+	}
+	return 0;
+}
+
 static void
 handle_line(long lineno, cJSON *obj)
 {
-	const char *vendor = json_string(obj, "vendor");
-	const char *snapshot = json_string(obj, "snapshot");
-	const char *sku;
-	long long quantity, items;
+	const char *vendor, *snapshot, *sku, *ts;
+	long long quantity, items, price = 0;
+	int has_price;
 	struct vendor *v;
+	struct why why;
 
-	if (vendor == NULL || *vendor == '\0') {
-		bad_line(lineno, NULL, "\"vendor\" must be a non-empty string");
+	if (validate_string(obj, "vendor", 1, FIELD_MAX_NAME, 1, &vendor, &why) < 0) {
+		bad_line(lineno, NULL, why.msg);
 		return;
 	}
+	if (check_fetched_at(obj, &ts, &why) < 0) {
+		bad_line(lineno, vendor, why.msg);
+		return;
+	}
+	snapshot = json_string(obj, "snapshot");
 	if (snapshot != NULL) {
 		if (strcmp(snapshot, "complete") != 0 && strcmp(snapshot, "partial") != 0) {
 			bad_line(lineno, vendor, "\"snapshot\" must be \"complete\" or \"partial\"");
@@ -654,32 +762,52 @@ handle_line(long lineno, cJSON *obj)
 			return;
 		}
 		v = vendor_get(vendor);
-		set_fetched_at(v, json_string(obj, "fetched_at"));
+		set_fetched_at(v, ts);
+		if (v->first_line == 0)
+			v->first_line = lineno;
+		v->last_line = lineno;
 		apply_vendor(v, strcmp(snapshot, "complete") == 0, (long)items);
 		return;
 	}
-	sku = json_string(obj, "sku");
-	if (sku == NULL || *sku == '\0') {
-		bad_line(lineno, vendor, "\"sku\" must be a non-empty string");
+	if (validate_string(obj, "sku", 1, FIELD_MAX_NAME, 1, &sku, &why) < 0) {
+		bad_line(lineno, vendor, why.msg);
 		return;
 	}
 	if (json_int(obj, "quantity", 0, MAX_QUANTITY, &quantity) < 0) {
 		bad_line(lineno, vendor, "\"quantity\" must be a non-negative integer");
 		return;
 	}
+	/* A price that is not a number is stored as none, as before; a number must fit. */
+	if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(obj, "price_cents"))) {
+		if (validate_int(obj, "price_cents", -MAX_PRICE, MAX_PRICE, 1, &price, &why) < 0) {
+			bad_line(lineno, vendor, why.msg);
+			return;
+		}
+		has_price = 1;
+	} else {
+		has_price = 0;
+	}
 	v = vendor_get(vendor);
-	set_fetched_at(v, json_string(obj, "fetched_at"));
-	stage_item(v, obj, sku, quantity);
+	if (v->first_line == 0)
+		v->first_line = lineno;
+	v->last_line = lineno;
+	/* The database refused this snapshot already: the rest of it goes nowhere. */
+	if (v->failure != NULL)
+		return;
+	set_fetched_at(v, ts);
+	stage_item(v, obj, sku, quantity, has_price, price);
 }
 
 int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "max-line", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	size_t max_line = JSONL_MAX_LINE_DEFAULT;
 	struct jsonl in;
 	const char *why;
 	cJSON *obj;
@@ -688,6 +816,9 @@ main(int argc, char **argv)
 	log_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'M':
+			max_line = (size_t)option_long("--max-line", optarg, 1024, JSONL_MAX_LINE_LIMIT);
+			break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return 0;
 		default: usage(stderr, EXIT_USAGE);
@@ -699,37 +830,49 @@ main(int argc, char **argv)
 	conn_open(&st.main);
 
 	jsonl_open(&in, stdin);
+	in.max_line = max_line;
 	while ((rc = jsonl_next(&in, &obj, &why)) != JSONL_EOF) {
 		if (rc == JSONL_BAD) {
 			bad_line(in.lineno, NULL, why);
 			continue;
 		}
-		handle_line(in.lineno, obj);
+		/* Bytes PostgreSQL would refuse, or a \u0000 that cJSON cut a string at. */
+		if ((why = validate_json_text(in.buf, in.len)) != NULL)
+			bad_line(in.lineno, line_vendor(obj), why);
+		else
+			handle_line(in.lineno, obj);
 		cJSON_Delete(obj);
 	}
 	if (ferror(stdin))
 		die(EXIT_OUTPUT, "reading standard input failed; %ld snapshot(s) committed",
 		    st.applied_vendors);
 
-	/* Lines without a closing snapshot line still carry valid stock. */
+	/*
+	 * Lines without a closing snapshot line still carry valid stock: they are
+	 * applied as a partial update (nothing withdrawn), and the run exits 65.
+	 */
 	for (size_t i = 0; i < st.nv; i++) {
-		if (st.v[i].staged == 0)
+		if (st.v[i]->staged == 0 && st.v[i]->failure == NULL)
 			continue;
-		warning("%s: no snapshot line; applied as a partial update, nothing withdrawn",
-		    st.v[i].name);
-		apply_vendor(&st.v[i], 0, 0);
+		warning("%s: lines %ld-%ld: no snapshot line at the end of the input; applied as a"
+		    " partial update, nothing withdrawn", st.v[i]->name, st.v[i]->first_line,
+		    st.v[i]->last_line);
+		st.bad_lines = 1;
+		apply_vendor(st.v[i], 0, 0);
 	}
 
 	jsonl_close(&in);
 	for (size_t i = 0; i < st.nv; i++) {
-		free(st.v[i].name);
-		free(st.v[i].fetched_at);
-		skuset_free(&st.v[i].seen);
+		free(st.v[i]->name);
+		free(st.v[i]->fetched_at);
+		free(st.v[i]->failure);
+		skuset_free(&st.v[i]->seen);
+		free(st.v[i]);
 	}
 	free(st.v);
 	conn_close(&st.main);
 	conn_close(&st.side);
 	if (fclose(stdout) != 0)
 		die(EXIT_OUTPUT, "writing standard output failed; every snapshot was committed");
-	return st.bad_lines ? EXIT_BAD_INPUT : EXIT_OK;
+	return st.refused ? EXIT_SQL : st.bad_lines ? EXIT_BAD_INPUT : EXIT_OK;
 }

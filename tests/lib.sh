@@ -1,19 +1,37 @@
 # lib.sh: the harness every test sources (TAP output, real services, helpers).
 #
-# A test is a shell script that sources this file, calls test_expect_success /
-# test_expect_code with a sentence for a name, and ends with test_done. When
-# run by `make check` the services are already up (their environment is in
-# OA_SERVICES_ENV); run alone (`prove tests/t1001-...t`) it starts its own set.
-# Each test file gets a fresh database cloned from the migrated template, and a
-# queue prefix of its own, so tests never see each other's data.
+# A test is a shell script that sources this file, calls test_expect_success
+# with a sentence for a name and a body, and ends with test_done. Bodies are
+# &&-chains run with set -e in a subshell inside $TRASH; inside one:
+#   test_expect_code N CMD ARGS...  CMD must exit N (prints expected/got if not)
+#   test_cmp EXPECTED ACTUAL        the files are equal (prints diff -u if not)
+#   expect_eq WANT GOT [what], expect_grep PATTERN FILE, lines FILE, sql QUERY
+#   wait_for 'CONDITION' [SECONDS] [what]  poll a shell condition on the state
+# Outside bodies: start_server / start_vendor_mock (readiness watched on the
+# pid), test_option_errors PROG <<EOF (a table of bad options, one test each).
+# When run by `make check` the services are already up (their environment is
+# in OA_SERVICES_ENV); run alone (`prove tests/t1001-...t`) it starts its own
+# set. Each test file gets a fresh database cloned from the migrated template,
+# and a queue prefix of its own, so tests never see each other's data.
 
 set -u
+# A fixed environment: what the caller's shell has set must not change what a
+# test sees (messages, sort order, times, and above all which database, broker
+# or vendor a program talks to). The services' environment is loaded below.
+export LC_ALL=C TZ=UTC
+unset LANGUAGE CDPATH
+unset $(compgen -e | grep '^PG') 2>/dev/null
+unset VENDOR_BASE_URL RABBITMQ_URL DATABASE_URL DB_HOST DB_PORT DB_NAME DB_USER DB_PASS \
+	OA_DEBUG OA_DB_PATIENCE VENDORS SYNC_STOCK_WAIT
 TEST_NAME=$(basename "$0" .t)
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PATH=$TOP/bin:$TOP/scripts:$PATH
 export PATH
 TRASH=$(mktemp -d "${TMPDIR:-/tmp}/oa-$TEST_NAME.XXXXXX")
 chmod 755 "$TRASH"
+# sync-stock's lock lives here: a test file never meets another's
+export XDG_RUNTIME_DIR=$TRASH/run
+mkdir -p "$XDG_RUNTIME_DIR"
 test_count=0
 test_failed=0
 cleanup_cmds=()
@@ -33,29 +51,29 @@ on_exit() { cleanup_cmds+=("$*"); }
 # --- TAP -----------------------------------------------------------------
 say() { echo "# $*"; }
 
+# A body's output goes to these (hidden, so a body's own files never clash)
+# and is shown only when it fails.
+BODY_OUT=$TRASH/.body-out
+BODY_ERR=$TRASH/.body-err
+
 test_ok_() { test_count=$((test_count + 1)); echo "ok $test_count - $1"; }
 test_fail_() {
 	test_count=$((test_count + 1)); test_failed=$((test_failed + 1))
 	echo "not ok $test_count - $1"
-	[ -s "$TRASH/out" ] && sed 's/^/#   out: /' "$TRASH/out" | head -n 40
-	[ -s "$TRASH/err" ] && sed 's/^/#   err: /' "$TRASH/err" | head -n 40
+	[ -s "$BODY_OUT" ] && sed 's/^/#   out: /' "$BODY_OUT" | head -n 40
+	[ -s "$BODY_ERR" ] && sed 's/^/#   err: /' "$BODY_ERR" | head -n 40
 	return 0
 }
 
-# test_expect_success 'sentence' 'shell commands'
+# test_expect_success 'sentence' 'shell commands': ok if the body exits 0.
+# Fd 7 is the body's own stderr, for helpers whose caller redirected 2.
 test_expect_success() {
 	local name=$1 body=$2
-	( cleanup_cmds=(); trap run_cleanups EXIT; cd "$TRASH" && eval "set -e; $body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null &&
-		test_ok_ "$name" || test_fail_ "$name"
-}
-
-# test_expect_code CODE 'sentence' 'shell commands' : the last command's exact status
-test_expect_code() {
-	local want=$1 name=$2 body=$3 got
-	( cleanup_cmds=(); trap run_cleanups EXIT; cd "$TRASH" && eval "$body" ) >"$TRASH/out" 2>"$TRASH/err" </dev/null
-	got=$?
-	if [ "$got" = "$want" ]; then test_ok_ "$name"
-	else echo "# expected exit $want, got $got" >>"$TRASH/err"; test_fail_ "$name"; fi
+	# Not in an && list: bash ignores set -e inside a subshell whose status
+	# is tested, and only the body's last command would count.
+	( cleanup_cmds=(); trap run_cleanups EXIT; exec 7>&2; cd "$TRASH" && eval "set -e; $body" ) \
+		>"$BODY_OUT" 2>"$BODY_ERR" </dev/null
+	if [ $? = 0 ]; then test_ok_ "$name"; else test_fail_ "$name"; fi
 }
 
 test_done() {
@@ -65,7 +83,9 @@ test_done() {
 }
 
 # --- assertions (used inside test bodies) ----------------------------------
-fail() { echo "FAIL: $*" >&2; return 1; }
+# say_err MESSAGE: to the body's stderr even if the caller redirected 2
+say_err() { { echo "$*" >&7; } 2>/dev/null || echo "$*" >&2; }
+fail() { say_err "FAIL: $*"; return 1; }
 expect_eq() {	# expect_eq WANT GOT [what]
 	[ "$1" = "$2" ] || fail "${3:-value}: expected '$1', got '$2'"
 }
@@ -73,6 +93,35 @@ expect_grep() {	# expect_grep PATTERN FILE
 	grep -q -e "$1" "$2" || fail "'$1' not found in $2: $(head -c 400 "$2")"
 }
 lines() { wc -l < "$1" | tr -d ' '; }
+
+# test_expect_code N CMD ARGS...: run CMD; fail unless it exited with status N
+test_expect_code() {
+	local want=$1 got=0; shift
+	"$@" || got=$?
+	[ "$got" = "$want" ] && return 0
+	say_err "test_expect_code: expected exit $want, got $got: $*"
+	return 1
+}
+
+# test_cmp EXPECTED ACTUAL: the two files are the same (the diff shown if not)
+test_cmp() {
+	local d
+	d=$(diff -u "$1" "$2") && return 0
+	say_err "test_cmp: $1 and $2 differ:"; say_err "$d"
+	return 1
+}
+
+# wait_for 'CONDITION' [SECONDS] [what]: poll the shell CONDITION on the state
+# (a file, a row, a process) until it holds; fail naming WHAT after SECONDS
+# (default 20). Not a sleep: it returns as soon as the state is there.
+wait_for() {
+	local cond=$1 limit=${2:-20} what=${3:-$1} end
+	end=$(($(date +%s%N) / 1000000 + ${limit%.*} * 1000))
+	until eval "$cond"; do
+		[ $(($(date +%s%N) / 1000000)) -lt "$end" ] || { fail "gave up after $limit s waiting for $what"; return 1; }
+		sleep 0.05
+	done
+}
 
 # --- services ---------------------------------------------------------------
 if [ -z "${OA_SERVICES_ENV:-}" ]; then
@@ -103,24 +152,39 @@ queue_depth() {	# messages ready + unacked in queue $1
 		awk -v q="$1" '$1 == q { print $2; f = 1 } END { if (!f) print 0 }'
 }
 
+# wait_ready PID OUT PATTERN [SECONDS] [ERR]: wait until process PID has written
+# a line matching the extended regex PATTERN in OUT, and set READY_LINE to it.
+# Fails at once if PID exits first (saying its status and what it wrote on
+# ERR), or after SECONDS (default 20) if it neither exits nor gets ready.
+wait_ready() {
+	local pid=$1 out=$2 pattern=$3 limit=${4:-20} err=${5:-} end status=0
+	end=$(($(date +%s) + limit))
+	while :; do
+		READY_LINE=$(grep -E -m 1 -e "$pattern" "$out" 2>/dev/null) && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			# it may have printed the line just before exiting
+			READY_LINE=$(grep -E -m 1 -e "$pattern" "$out" 2>/dev/null) && return 0
+			wait "$pid" 2>/dev/null || status=$?
+			fail "process $pid exited with status $status before it was ready${err:+: $(head -c 2000 "$err")}"
+			return 1
+		fi
+		[ "$(date +%s)" -lt "$end" ] ||
+			{ fail "process $pid not ready after $limit s${err:+: $(head -c 2000 "$err")}"; return 1; }
+		sleep 0.02
+	done
+}
+
 # start_server NAME PROG ARGS...: start an HTTP server of ours (vendor-mock,
 # order-api) on a free port, output in $TRASH/NAME.out and NAME.err; waits for
 # its {"listening":...} line, sets SERVER_PID and SERVER_URL, stops it on exit
 start_server() {
-	local out=$TRASH/$1.out prog=$2 i; shift 2
+	local out=$TRASH/$1.out prog=$2; shift 2
 	"$prog" --listen 127.0.0.1:0 "$@" >"$out" 2>"${out%.out}.err" &
 	SERVER_PID=$!
 	on_exit "kill $SERVER_PID; wait $SERVER_PID"
-	for i in $(seq 1 200); do
-		if grep -q listening "$out" 2>/dev/null; then
-			SERVER_URL="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$out" | head -n 1)"
-			return 0
-		fi
-		kill -0 $SERVER_PID 2>/dev/null || break
-		sleep 0.05
-	done
-	echo "$prog did not start: $(cat "${out%.out}.err")" >&2
-	return 1
+	wait_ready "$SERVER_PID" "$out" '^\{"listening":"[^"]*"\}$' 20 "${out%.out}.err" ||
+		{ fail "$prog did not start"; return 1; }
+	SERVER_URL="http://$(echo "$READY_LINE" | sed 's/.*"listening":"\([^"]*\)".*/\1/')"
 }
 
 # start_vendor_mock ARGS...: start vendor-mock on a free port; sets VENDOR_BASE_URL
@@ -132,11 +196,13 @@ start_vendor_mock() {
 }
 
 # --- RabbitMQ helpers (amqp-publish / amqp-consume tests) ---------------------
-# restart_rabbitmq: stop the broker and start it again (same port, same data)
-restart_rabbitmq() {
-	"$TOP/scripts/services" stop rabbitmq >/dev/null 2>&1
-	"$TOP/scripts/services" start rabbitmq >/dev/null
-}
+# stop_rabbitmq, start_rabbitmq: the broker down (returns once its process is
+# gone), up again on the same port with the same data (returns once the node
+# has booted: scripts/services waits with `rabbitmqctl wait`)
+stop_rabbitmq() { "$TOP/scripts/services" stop rabbitmq >/dev/null 2>&1; }
+start_rabbitmq() { "$TOP/scripts/services" start rabbitmq >/dev/null; }
+# restart_rabbitmq: stop the broker and start it again
+restart_rabbitmq() { stop_rabbitmq; start_rabbitmq; }
 # drain QUEUE [amqp-consume options]: consume every message, print each body
 # with "status":"success" added, exit when the queue stayed idle for 1 s
 drain() {
@@ -144,15 +210,11 @@ drain() {
 	amqp-consume -q "$q" --idle-exit 1 "$@" -- jq -c --unbuffered '. + {status: "success"}'
 }
 # wait_depth QUEUE N: wait (up to 20 s) until the broker counts N messages in
-# QUEUE; quorum queues publish their counts every few seconds
+# QUEUE; quorum queues publish their counts every tick (1 s here)
 wait_depth() {
-	local i got
-	for i in $(seq 1 100); do
-		got=$(queue_depth "$1")
-		[ "$got" = "$2" ] && return 0
-		sleep 0.2
-	done
-	fail "queue $1: expected $2 messages, found $got"
+	local queue=$1 want=$2
+	wait_for '[ "$(queue_depth "$queue")" = "$want" ]' 20 "queue $queue to hold $want messages" ||
+		fail "queue $queue: expected $want messages, found $(queue_depth "$queue")"
 }
 # publish_raw QUEUE BODY: put BODY (any bytes, even not JSON) in QUEUE as is
 publish_raw() {
@@ -164,4 +226,27 @@ bind_queue() {
 	rabbitmqctl eval "rabbit_binding:add({binding, rabbit_misc:r(<<\"/\">>, exchange,
 		<<\"$1\">>), <<\"$2\">>, rabbit_misc:r(<<\"/\">>, queue, <<\"$3\">>), []},
 		<<\"guest\">>)." | grep -qx ok
+}
+
+# --- option tables ---------------------------------------------------------------
+# test_option_errors PROG <<EOF: one test per line "ARGS | FRAGMENT": PROG ARGS
+# (shell words, expanded when the test runs) exits 64, writes nothing on
+# stdout, and has a stderr line containing FRAGMENT (the flag or what it names).
+# Blank lines and lines starting with # are skipped.
+test_option_errors() {
+	local prog=$1 row
+	while IFS= read -r row; do
+		case $row in '' | '#'*) continue ;; esac
+		OPT_ARGS=$(echo "${row%%|*}" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+		OPT_FRAGMENT=$(echo "${row#*|}" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+		OPT_PROG=$prog
+		case $row in *'|'*) ;; *) OPT_FRAGMENT= ;; esac
+		test_expect_success "$prog $OPT_ARGS: exit 64, nothing on stdout, stderr names '$OPT_FRAGMENT'" '
+			test -n "$OPT_FRAGMENT" || fail "no stderr fragment in the table row" &&
+			eval "set -- $OPT_ARGS" &&
+			test_expect_code 64 "$OPT_PROG" "$@" >opt.out 2>opt.err &&
+			{ test ! -s opt.out || fail "stdout: $(head -c 400 opt.out)"; } &&
+			{ grep -q -F -e "$OPT_FRAGMENT" opt.err || fail "stderr does not say \"$OPT_FRAGMENT\": $(head -c 400 opt.err)"; }
+		'
+	done
 }

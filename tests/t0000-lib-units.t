@@ -4,7 +4,8 @@
 flavour=$(cat "$TOP/build/.flavour")
 for t in "$TOP/$flavour"/unit/*; do
 	test_expect_success "unit tests $(basename "$t") pass" '
-		"$t" >u.out 2>&1; rc=$?; cat u.out; test $rc = 0 && ! grep -q "^not ok" u.out && grep -q "^1\.\." u.out
+		{ test_expect_code 0 "$t" >u.out 2>&1 || { cat u.out; false; }; } &&
+		! grep "^not ok" u.out && grep -q "^1\.\." u.out
 	'
 done
 test_done

@@ -16,14 +16,20 @@ test_expect_success 'four concurrent db-migrate runs on an empty database apply 
 	expect_eq 1 "$n" "migrations recorded"
 '
 
-test_expect_code 69 'db-migrate against a closed port says which database and exits 69' '
-	DATABASE_URL=postgresql://nobody:secret@127.0.0.1:1/x OA_DB_PATIENCE=0 db-migrate 2>err;
-	rc=$?; grep -q "cannot connect to postgresql://nobody:\*\*\*@127.0.0.1:1/x" err &&
-	! grep -q secret err && exit $rc
+test_expect_success 'db-migrate against a closed port says which database and exits 69' '
+	DATABASE_URL=postgresql://nobody:secret@127.0.0.1:1/x OA_DB_PATIENCE=0 \
+		test_expect_code 69 db-migrate 2>err &&
+	grep -q "cannot connect to postgresql://nobody:\*\*\*@127.0.0.1:1/x" err &&
+	! grep -q secret err
 '
 
-test_expect_code 64 'db-migrate with an unknown flag prints usage and exits 64' '
-	db-migrate --bogus
+test_expect_success 'db-migrate with an unknown flag prints usage and exits 64' '
+	test_expect_code 64 db-migrate --bogus 2>err &&
+	expect_grep "^usage: db-migrate" err
 '
+
+test_option_errors db-migrate <<\EOF
+--bogus | --bogus
+EOF
 
 test_done

@@ -37,23 +37,21 @@ test_expect_success 'a vendor failing its first two requests is fetched after re
 	expect_eq 3 "$(stat "$M1" acme stock_requests)" "requests"
 '
 
-test_expect_code 69 'a vendor failing every request fails after 3 retries; the others are written' '
-	vendor-fetch --base "$M1" down globex >out 2>err; rc=$?
+test_expect_success 'a vendor failing every request fails after 3 retries; the others are written' '
+	test_expect_code 69 vendor-fetch --base "$M1" down globex >out 2>err &&
 	expect_eq 4 "$(stat "$M1" down stock_requests)" "requests to down" &&
 	expect_eq 0 "$(grep -c "\"vendor\":\"down\"" out)" "lines for down" &&
 	expect_eq 5 "$(lines out)" "lines" &&
 	expect_eq "4 complete" "$(jq -r "select(.snapshot) | \"\(.items) \(.snapshot)\"" out)" \
 		"globex snapshot" &&
-	expect_grep "^vendor-fetch: down: HTTP 503 after 4 attempts; no lines written for down$" err &&
-	exit $rc
+	expect_grep "^vendor-fetch: down: HTTP 503 after 4 attempts; no lines written for down$" err
 '
 
-test_expect_code 69 'an unknown vendor (404) is not retried' '
-	vendor-fetch --base "$M1" nosuch >out 2>err; rc=$?
+test_expect_success 'an unknown vendor (404) is not retried' '
+	test_expect_code 69 vendor-fetch --base "$M1" nosuch >out 2>err &&
 	expect_eq 1 "$(logged "$TRASH/m1.log" /vendor/nosuch/stock)" "requests" &&
 	test ! -s out &&
-	expect_grep "nosuch: HTTP 404 after 1 attempt; no lines written for nosuch" err &&
-	exit $rc
+	expect_grep "nosuch: HTTP 404 after 1 attempt; no lines written for nosuch" err
 '
 
 test_expect_success 'a 429 is retried no sooner than its Retry-After says' '
@@ -99,15 +97,14 @@ test_expect_success 'three vendors answering in 1 s each are fetched in well und
 	fail "took $(awk -v a="$start" -v b="$end" "BEGIN { print b - a }") s"
 '
 
-test_expect_code 69 'a vendor timing out is retried, then fails; the others are not held up' '
-	start=$(date +%s.%N)
-	vendor-fetch --base "$M1" --timeout 0.5 --retries 1 slow globex >out 2>err; rc=$?
-	end=$(date +%s.%N)
+test_expect_success 'a vendor timing out is retried, then fails; the others are not held up' '
+	start=$(date +%s.%N) &&
+	test_expect_code 69 vendor-fetch --base "$M1" --timeout 0.5 --retries 1 slow globex >out 2>err &&
+	end=$(date +%s.%N) &&
 	expect_eq 5 "$(lines out)" "lines" &&
 	expect_eq 0 "$(grep -c "\"vendor\":\"slow\"" out)" "lines for slow" &&
 	expect_grep "^vendor-fetch: slow: .*timed out.* after 2 attempts; no lines written for slow$" err &&
-	awk -v a="$start" -v b="$end" "BEGIN { exit !(b - a < 2.5) }" &&
-	exit $rc
+	awk -v a="$start" -v b="$end" "BEGIN { exit !(b - a < 2.5) }"
 '
 
 test_expect_success '--filter reshapes a response of another shape' '
@@ -125,11 +122,10 @@ test_expect_success '--filter may produce a stream of items instead of one array
 		"items"
 '
 
-test_expect_code 69 'a failing --filter fails that vendor with jq'"'"'s message' '
-	vendor-fetch --base "$M1" --filter ".items" wh >out 2>err; rc=$?
+test_expect_success 'a failing --filter fails that vendor with jq'"'"'s message' '
+	test_expect_code 69 vendor-fetch --base "$M1" --filter ".items" wh >out 2>err &&
 	test ! -s out &&
-	expect_grep "^vendor-fetch: wh: --filter failed: jq: error.*; no lines written for wh$" err &&
-	exit $rc
+	expect_grep "^vendor-fetch: wh: --filter failed: jq: error.*; no lines written for wh$" err
 '
 
 test_expect_success 'an invalid item is skipped, named, and makes the snapshot partial' '
@@ -147,13 +143,12 @@ test_expect_success 'bytes that are not UTF-8 are written as U+FFFD; the lines s
 	expect_eq "café \\ufffd" "$(head -n 1 out | sed "s/.*\"name\":\"\([^\"]*\)\".*/\1/")" "name"
 '
 
-test_expect_code 69 'a response over --max-bytes is abandoned and not retried' '
-	n=$(logged "$TRASH/m1.log" /vendor/huge/stock)
-	vendor-fetch --base "$M1" --max-bytes 100 huge >out 2>err; rc=$?
+test_expect_success 'a response over --max-bytes is abandoned and not retried' '
+	n=$(logged "$TRASH/m1.log" /vendor/huge/stock) &&
+	test_expect_code 69 vendor-fetch --base "$M1" --max-bytes 100 huge >out 2>err &&
 	test ! -s out &&
 	expect_grep "huge: response larger than 100 bytes after 1 attempt" err &&
-	expect_eq $((n + 1)) "$(logged "$TRASH/m1.log" /vendor/huge/stock)" "requests" &&
-	exit $rc
+	expect_eq $((n + 1)) "$(logged "$TRASH/m1.log" /vendor/huge/stock)" "requests"
 '
 
 test_expect_success 'VENDOR=URL and VENDOR_BASE_URL name where to fetch from' '
@@ -162,22 +157,23 @@ test_expect_success 'VENDOR=URL and VENDOR_BASE_URL name where to fetch from' '
 		sort | xargs)" "snapshots"
 '
 
-test_expect_code 74 'a write error exits 74' '
-	vendor-fetch --base "$M1" globex >/dev/full 2>err
+test_expect_success 'a write error exits 74' '
+	test_expect_code 74 vendor-fetch --base "$M1" globex >/dev/full 2>err
 '
 
-for args in '--bogus acme' '--retries x acme' '--retries -1 acme' '--timeout 0 acme' \
-	'--timeout abc acme' '--max-bytes 0 acme' '' 'acme=ftp://example.com/stock' \
-	'--base file:///etc acme' 'acme acme' '=http://example.com/'; do
-	test_expect_code 64 "vendor-fetch $args is a usage error" "
-		vendor-fetch --base \"\$M1\" $args >out 2>err; rc=\$?
-		test ! -s out && test -s err && exit \$rc
-	"
-done
-
-test_expect_code 64 'no base URL and a bare vendor name is a usage error' '
-	vendor-fetch acme >out 2>err; rc=$?
-	expect_grep "acme: no URL" err && exit $rc
-'
+test_option_errors vendor-fetch <<\EOF
+--base "$M1" --bogus acme                      | '--bogus'
+--base "$M1" --retries x acme                  | option --retries
+--base "$M1" --retries -1 acme                 | option --retries
+--base "$M1" --timeout 0 acme                  | option --timeout
+--base "$M1" --timeout abc acme                | option --timeout
+--base "$M1" --max-bytes 0 acme                | option --max-bytes
+--base "$M1"                                   | no vendor given
+--base "$M1" acme=ftp://example.com/stock      | acme: URL "ftp://example.com/stock"
+--base "$M1" --base file:///etc acme           | base URL "file:///etc"
+--base "$M1" acme acme                         | acme: vendor named twice
+--base "$M1" =http://example.com/              | the vendor name is empty
+acme                                           | acme: no URL
+EOF
 
 test_done

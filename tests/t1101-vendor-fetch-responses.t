@@ -17,8 +17,8 @@ cd "$TRASH" || exit 1
 python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$TRASH/www" >www.out 2>www.err &
 WWW_PID=$!
 on_exit "kill $WWW_PID"
-for i in $(seq 1 100); do grep -q "port" www.out 2>/dev/null && break; sleep 0.1; done
-WWW="http://127.0.0.1:$(sed -n 's/.* port \([0-9]*\).*/\1/p' www.out | head -n 1)"
+wait_ready $WWW_PID www.out ' port [0-9]+' 20 www.err || exit 1
+WWW="http://127.0.0.1:$(echo "$READY_LINE" | sed -n 's/.* port \([0-9]*\).*/\1/p')"
 unset VENDOR_BASE_URL
 
 fetch() {	# fetch NAME...: vendor-fetch NAME=$WWW/NAME.json ..., once each, into fetched/ferr
@@ -41,24 +41,23 @@ test_expect_success 'items spread over lines, with nested fields, are written as
 '
 
 for shape in cut comma nocomma; do
-	test_expect_code 69 "a response that is not valid JSON ($shape) writes no line of that vendor" "
-		fetch $shape empty; rc=\$?
+	test_expect_success "a response that is not valid JSON ($shape) writes no line of that vendor" "
+		test_expect_code 69 fetch $shape empty &&
 		expect_eq 1 \"\$(lines fetched)\" && ! grep -q '\"vendor\":\"$shape\"' fetched &&
-		expect_grep \"^vendor-fetch: $shape: the response is not valid JSON (near byte [0-9]*)\" ferr &&
-		exit \$rc
+		expect_grep \"^vendor-fetch: $shape: the response is not valid JSON (near byte [0-9]*)\" ferr
 	"
 done
 
-test_expect_code 69 'a response with data after its array writes nothing and says where' '
-	fetch after; rc=$?
+test_expect_success 'a response with data after its array writes nothing and says where' '
+	test_expect_code 69 fetch after &&
 	expect_eq 0 "$(lines fetched)" &&
-	expect_grep "after: the response has data after its JSON value (at byte 26)" ferr && exit $rc
+	expect_grep "after: the response has data after its JSON value (at byte 26)" ferr
 '
 
-test_expect_code 69 'a response that is not an array writes nothing and says so' '
-	fetch object; rc=$?
+test_expect_success 'a response that is not an array writes nothing and says so' '
+	test_expect_code 69 fetch object &&
 	expect_eq 0 "$(lines fetched)" &&
-	expect_grep "object: the response is not a JSON array of items" ferr && exit $rc
+	expect_grep "object: the response is not a JSON array of items" ferr
 '
 
 test_expect_success 'invalid items are skipped by position and make the snapshot partial' '

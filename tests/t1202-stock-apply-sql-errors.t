@@ -36,7 +36,7 @@ test_expect_success 'a serialization failure that persists exits 70 after five t
 	expect_eq 70 "$rc" "exit status" &&
 	expect_eq 4 "$(grep -c "applying the snapshot again" err)" "tries again" &&
 	expect_grep "^stock-apply: database: merging stock: .*injected failure" err &&
-	expect_grep "0 vendor snapshot(s) were committed before this; none in progress was" err &&
+	expect_grep "^stock-apply: acme: lines 1-2: its snapshot was rolled back" err &&
 	test ! -s out && expect_eq 9 "$(qty acme A)"
 '
 

@@ -8,10 +8,26 @@ echo '[{"sku":"G-1","quantity":5},{"sku":"G-2","quantity":7}]' >"$TRASH/good.jso
 echo '[{"sku":"B-1","quantity":3}]' >"$TRASH/bad.json"
 start_vendor_mock --vendor good="$TRASH/good.json" --vendor bad="$TRASH/bad.json" \
 	--fail-rate bad=1 || exit 1
-# Each test file has a lock of its own, so parallel runs of the suite never meet.
-export XDG_RUNTIME_DIR=$TRASH/run
-mkdir -p "$XDG_RUNTIME_DIR"
+# lib.sh gives each test file a lock of its own (XDG_RUNTIME_DIR in $TRASH).
 LOCK=$XDG_RUNTIME_DIR/order-aggregator-sync-stock.lock
+: >>"$LOCK"
+
+# hold_lock: another holder takes the lock and keeps it until release_lock;
+# returns once it holds it (the command under flock runs only then)
+hold_lock() {
+	rm -f held release && mkfifo release &&
+	# (timeout: a failed test must not leave it waiting for ever)
+	{ flock "$LOCK" timeout 60 sh -c "touch held && read -r _ <release" & } && holder=$! &&
+	on_exit "kill $holder" &&
+	wait_for "test -e held" 10 "the other holder to take the lock"
+}
+release_lock() { echo go >release && wait $holder; }
+# lock_waiters: how many processes are blocked waiting for the lock (/proc/locks
+# lists a blocked flock as "->" on the file's device and inode)
+lock_waiters() {
+	local inode; inode=$(stat -c %i "$LOCK")
+	grep -c -e "-> FLOCK .*:$inode " /proc/locks || true
+}
 
 test_expect_success 'all vendors good: exit 0, a summary line each, stock applied' '
 	sync-stock good >out 2>err &&
@@ -20,14 +36,13 @@ test_expect_success 'all vendors good: exit 0, a summary line each, stock applie
 	expect_eq 5 "$(qty good G-1)" && expect_eq 7 "$(qty good G-2)"
 '
 
-test_expect_code 69 'a failing vendor exits 69 while the good one is still applied' '
+test_expect_success 'a failing vendor exits 69 while the good one is still applied' '
 	sql "DELETE FROM vendor_stock" &&
-	sync-stock --retries 0 good bad >out 2>err; rc=$?
+	test_expect_code 69 sync-stock --retries 0 good bad >out 2>err &&
 	expect_eq 1 "$(lines out)" "summary lines" &&
 	expect_grep "\"vendor\":\"good\"" out &&
 	expect_grep "^vendor-fetch: bad: " err &&
-	expect_eq 5 "$(qty good G-1)" && expect_eq "" "$(qty bad B-1)" &&
-	exit $rc
+	expect_eq 5 "$(qty good G-1)" && expect_eq "" "$(qty bad B-1)"
 '
 
 test_expect_success 'vendors come from $VENDORS when no argument is given' '
@@ -36,44 +51,60 @@ test_expect_success 'vendors come from $VENDORS when no argument is given' '
 	expect_grep "\"vendor\":\"good\"" out && expect_eq 7 "$(qty good G-2)"
 '
 
-test_expect_code 69 '$VENDORS with a failing vendor exits 69 too' '
-	VENDORS="bad good" sync-stock --retries 0 >out 2>err; rc=$?
-	expect_grep "\"vendor\":\"good\"" out && exit $rc
+test_expect_success '$VENDORS with a failing vendor exits 69 too' '
+	VENDORS="bad good" test_expect_code 69 sync-stock --retries 0 >out 2>err &&
+	expect_grep "\"vendor\":\"good\"" out
 '
 
-test_expect_code 64 'no vendor at all is a usage error' '
-	VENDORS= sync-stock >out 2>err; rc=$?
-	test ! -s out && expect_grep "^sync-stock: no vendor" err && exit $rc
+test_expect_success 'no vendor at all is a usage error' '
+	VENDORS= test_expect_code 64 sync-stock >out 2>err &&
+	test ! -s out && expect_grep "^sync-stock: no vendor" err
 '
 
-test_expect_code 65 'stock-apply failing wins over a vendor failure' '
+test_option_errors sync-stock <<\EOF
+--retries 1                      | no vendor given
+--bogus x good                   | '--bogus'
+EOF
+
+test_expect_success 'a bad SYNC_STOCK_WAIT is a usage error' '
+	SYNC_STOCK_WAIT=soon test_expect_code 64 sync-stock good >out 2>err &&
+	test ! -s out && expect_grep "SYNC_STOCK_WAIT" err
+'
+
+test_expect_success 'stock-apply failing wins over a vendor failure' '
 	mkdir -p fake && printf "#!/bin/sh\ncat >/dev/null\nexit 65\n" >fake/stock-apply &&
 	chmod +x fake/stock-apply &&
-	PATH=$PWD/fake:$PATH sync-stock --retries 0 good bad >out 2>err
+	PATH=$PWD/fake:$PATH test_expect_code 65 sync-stock --retries 0 good bad >out 2>err
 '
 
-test_expect_code 75 'a run that finds another one holding the lock fetches nothing and exits 75' '
+test_expect_success 'a run that finds another one holding the lock fetches nothing and exits 75' '
 	sql "DELETE FROM vendor_stock" &&
-	flock "$LOCK" sleep 3 & holder=$!
-	for i in $(seq 50); do flock -n "$LOCK" true || break; sleep 0.05; done
-	sync-stock good >out 2>err; rc=$?
-	kill $holder; wait $holder
+	hold_lock &&
+	test_expect_code 75 sync-stock good >out 2>err &&
+	release_lock &&
 	test ! -s out && expect_grep "another sync-stock holds" err &&
-	expect_eq "" "$(qty good G-1)" && exit $rc
+	expect_eq "" "$(qty good G-1)"
 '
 
 test_expect_success 'with SYNC_STOCK_WAIT a run waits for the lock, then syncs' '
-	flock "$LOCK" sleep 1 & holder=$!
-	for i in $(seq 50); do flock -n "$LOCK" true || break; sleep 0.05; done
-	SYNC_STOCK_WAIT=10 sync-stock good >out 2>err && wait $holder &&
+	hold_lock &&
+	{ SYNC_STOCK_WAIT=10 sync-stock good >out 2>err & } && run=$! &&
+	wait_for "[ \$(lock_waiters) = 1 ]" 10 "sync-stock to wait for the lock" &&
+	test ! -s out &&
+	release_lock && wait $run &&
 	expect_grep "\"vendor\":\"good\"" out && expect_eq 5 "$(qty good G-1)"
 '
 
 test_expect_success 'the lock is held until the pipeline has finished' '
-	mkdir -p slow && printf "#!/bin/sh\nsleep 1.5\nexec \"$TOP/bin/stock-apply\"\n" >slow/stock-apply &&
+	# a stock-apply that says it runs, then waits to be let go
+	mkdir -p slow && mkfifo go &&
+	printf "#!/bin/sh\ntouch applying\ntimeout 60 sh -c \"read -r _ <go\"\nexec \"$TOP/bin/stock-apply\"\n" >slow/stock-apply &&
 	chmod +x slow/stock-apply &&
-	PATH=$PWD/slow:$PATH sync-stock good >out1 2>err & first=$!
-	sleep 0.5 && ! flock -n "$LOCK" true && wait $first &&
+	{ PATH=$PWD/slow:$PATH sync-stock good >out1 2>err & } && first=$! &&
+	wait_for "test -e applying" 10 "stock-apply to start" &&
+	wait_for "! pgrep -P $first -x vendor-fetch >/dev/null" 10 "vendor-fetch to end" &&
+	! flock -n "$LOCK" true &&
+	echo go >go && wait $first &&
 	flock -n "$LOCK" true && expect_grep "\"vendor\":\"good\"" out1
 '
 

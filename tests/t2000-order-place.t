@@ -11,6 +11,29 @@ stock() {
 	sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES $values"
 }
 reserved() { sql "SELECT reserved FROM vendor_stock WHERE vendor = '$1' AND sku = '$2'"; }
+# other_session: a psql session (application "other") reading SQL from fd 3 of
+# the caller, so a transaction can be opened, held and ended step by step
+other_session() {
+	rm -f other.sql && mkfifo other.sql &&
+	{ PGAPPNAME=other psql -Xq -v ON_ERROR_STOP=1 -d "$DATABASE_URL" <other.sql >other.out 2>other.err & } &&
+	other=$! && on_exit "kill $other" && exec 3>other.sql
+}
+# backends WHERE: how many sessions on this test database match WHERE
+backends() { sql "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND $1"; }
+# until_inserted: the other session has run its INSERT and waits inside its transaction
+until_inserted() {
+	wait_for '[ "$(backends "application_name = '"'other'"' AND state = '"'idle in transaction'"'
+		AND query LIKE '"'INSERT%'"'")" = 1 ]' 10 "the other session to insert"
+}
+# until_blocked: order-place waits for a lock (the other session holds it)
+until_blocked() {
+	wait_for '[ "$(backends "application_name = '"'order-place'"' AND wait_event_type = '"'Lock'"'")" = 1 ]' \
+		10 "order-place to wait for the other transaction"
+}
+# until_disconnected: order-place has no session any more
+until_disconnected() {
+	wait_for '[ "$(backends "application_name = '"'order-place'"'")" = 0 ]' 10 "order-place's session to end"
+}
 
 stock acme SKU-1 5 globex SKU-1 8 acme SKU-2 3 acme SKU-3 4
 
@@ -87,11 +110,14 @@ test_expect_success 'a repeated key answers with the current status of its order
 
 test_expect_success 'a key another transaction commits while the order waits is answered with that order' '
 	stock acme RACE 10 globex RACE 5 &&
-	psql -Xq -d "$DATABASE_URL" -c "BEGIN; INSERT INTO orders (sku, quantity, vendor, idempotency_key)
-		VALUES (\$\$RACE\$\$, 1, \$\$globex\$\$, \$\$race\$\$); SELECT pg_sleep(1.5); COMMIT" >/dev/null &
-	sleep 0.5
-	order-place -k race RACE 1 >out &&
-	wait &&
+	other_session &&
+	echo "BEGIN; INSERT INTO orders (sku, quantity, vendor, idempotency_key)
+		VALUES (\$\$RACE\$\$, 1, \$\$globex\$\$, \$\$race\$\$);" >&3 &&
+	until_inserted &&
+	{ order-place -k race RACE 1 >out 3>&- & } && placing=$! &&
+	until_blocked &&
+	echo "COMMIT;" >&3 && exec 3>&- && wait $other &&
+	wait $placing &&
 	expect_eq "$(sql "SELECT id FROM orders WHERE idempotency_key = \$\$race\$\$") globex" \
 		"$(jq -r "\"\(.order_id) \(.vendor)\"" out)" "the other transaction order" &&
 	expect_eq "0 0" "$(reserved acme RACE) $(reserved globex RACE)" "nothing reserved"
@@ -99,20 +125,24 @@ test_expect_success 'a key another transaction commits while the order waits is 
 
 test_expect_success 'a deadlock with another transaction is retried and still answered right' '
 	stock acme DEAD 10 &&
-	psql -Xq -d "$DATABASE_URL" -c "BEGIN; INSERT INTO orders (sku, quantity, vendor, idempotency_key)
-		VALUES (\$\$DEAD\$\$, 1, \$\$acme\$\$, \$\$dead\$\$); SELECT pg_sleep(1);
-		UPDATE vendor_stock SET reserved = reserved + 1 WHERE sku = \$\$DEAD\$\$; COMMIT" >/dev/null 2>psql.err &
-	sleep 0.3
-	OA_DEBUG=1 order-place -k dead DEAD 1 >out 2>err &&
-	wait &&
+	other_session &&
+	echo "BEGIN; INSERT INTO orders (sku, quantity, vendor, idempotency_key)
+		VALUES (\$\$DEAD\$\$, 1, \$\$acme\$\$, \$\$dead\$\$);" >&3 &&
+	until_inserted &&
+	{ OA_DEBUG=1 order-place -k dead DEAD 1 >out 2>err 3>&- & } && placing=$! &&
+	until_blocked &&
+	# order-place holds the stock row and waits for the key; taking the row closes the cycle
+	echo "UPDATE vendor_stock SET reserved = reserved + 1 WHERE sku = \$\$DEAD\$\$; COMMIT;" >&3 &&
+	exec 3>&- && wait $other &&
+	wait $placing &&
 	expect_grep "deadlock detected" err &&
 	expect_eq "$(sql "SELECT id FROM orders WHERE idempotency_key = \$\$dead\$\$") acme" \
 		"$(jq -r "\"\(.order_id) \(.vendor)\"" out)" "the other transaction order" &&
 	expect_eq 1 "$(reserved acme DEAD)" "reserved once"
 '
 
-test_expect_code 65 'malformed lines are reported with their line number and the valid ones still placed' '
-	cat >in <<-\EOF
+test_expect_success 'malformed lines are reported with their line number and the valid ones still placed' '
+	cat >in <<-\EOF &&
 	{"sku":"SKU-4","quantity":1,"key":"v1"}
 	not json
 	{"sku":"SKU-4"}
@@ -123,8 +153,7 @@ test_expect_code 65 'malformed lines are reported with their line number and the
 	[1,2]
 	{"sku":"SKU-4","quantity":1,"key":"v2"}
 	EOF
-	order-place <in >out 2>err
-	rc=$?
+	test_expect_code 65 order-place <in >out 2>err &&
 	expect_eq 9 "$(lines out)" "answer lines" &&
 	expect_eq "pending rejected rejected rejected rejected rejected rejected rejected pending" \
 		"$(jq -r .status out | tr "\n" " " | sed "s/ $//")" statuses &&
@@ -132,27 +161,23 @@ test_expect_code 65 'malformed lines are reported with their line number and the
 	expect_eq "SKU-4 0 k0" "$(sed -n 5p out | jq -r "\"\(.sku) \(.quantity) \(.key)\"")" "fields echoed" &&
 	for n in 2 3 4 5 6 7 8; do expect_grep "^order-place: line $n: " err || exit 1; done &&
 	expect_eq 7 "$(lines err)" "stderr lines" &&
-	expect_eq 2 "$(sql "SELECT count(*) FROM orders WHERE idempotency_key IN (\$\$v1\$\$, \$\$v2\$\$)")" placed &&
-	exit $rc
+	expect_eq 2 "$(sql "SELECT count(*) FROM orders WHERE idempotency_key IN (\$\$v1\$\$, \$\$v2\$\$)")" placed
 '
 
 test_expect_success 'an answer is written as soon as its batch commits, not at end of input' '
-	mkfifo req
-	{ echo "{\"sku\":\"SKU-3\",\"quantity\":1,\"key\":\"early\"}"; sleep 3; } >req &
-	order-place <req >out &
-	pid=$!
-	for i in $(seq 1 40); do [ -s out ] && break; sleep 0.05; done
+	mkfifo req &&
+	{ order-place <req >out & } && pid=$! && exec 3>req &&
+	echo "{\"sku\":\"SKU-3\",\"quantity\":1,\"key\":\"early\"}" >&3 &&
+	wait_for "test -s out" 10 "the first answer" &&
 	expect_eq 1 "$(lines out)" "answers while input is still open" &&
 	kill -0 $pid &&
-	wait $pid
+	exec 3>&- && wait $pid
 '
 
-test_expect_code 74 'a failing standard output exits 74 saying the order was committed' '
-	order-place -k full SKU-3 1 >/dev/full 2>err
-	rc=$?
+test_expect_success 'a failing standard output exits 74 saying the order was committed' '
+	test_expect_code 74 order-place -k full SKU-3 1 >/dev/full 2>err &&
 	expect_grep "committed" err &&
-	expect_eq 1 "$(sql "SELECT count(*) FROM orders WHERE idempotency_key = \$\$full\$\$")" "committed order" &&
-	exit $rc
+	expect_eq 1 "$(sql "SELECT count(*) FROM orders WHERE idempotency_key = \$\$full\$\$")" "committed order"
 '
 
 test_expect_success '--stats writes one line of counts and commit latencies to stderr, stdout unchanged' '
@@ -169,47 +194,50 @@ test_expect_success '--stats writes one line of counts and commit latencies to s
 		fail "latencies not sane: $(cat err)"
 '
 
-test_expect_code 65 '--stats counts no transaction for a stream of invalid requests only' '
-	echo "{\"sku\":\"STATS\"}" | order-place --stats >out 2>err
-	rc=$?
+test_expect_success '--stats counts no transaction for a stream of invalid requests only' '
+	echo "{\"sku\":\"STATS\"}" >in &&
+	test_expect_code 65 order-place --stats <in >out 2>err &&
 	expect_eq 2 "$(lines err)" "stderr lines" &&
-	expect_eq "1 0 0 null null" "$(tail -n 1 err | jq -r "\"\(.requests) \(.orders) \(.transactions) \(.commit_ms_p50) \(.commit_ms_p99)\"")" stats &&
-	exit $rc
+	expect_eq "1 0 0 null null" "$(tail -n 1 err | jq -r "\"\(.requests) \(.orders) \(.transactions) \(.commit_ms_p50) \(.commit_ms_p99)\"")" stats
 '
 
-test_expect_success 'option and argument errors exit 64 with empty output' '
-	for args in "--bogus" "-b 0" "-b x" "SKU-1" "SKU-1 0" "SKU-1 abc" "SKU-1 1 extra" "-k k" "--stats=1"; do
-		order-place $args >out 2>err </dev/null
-		rc=$?
-		expect_eq 64 $rc "status of order-place $args" || exit 1
-		test ! -s out || fail "output from order-place $args" || exit 1
-		expect_grep "^order-place: \|^usage:" err || exit 1
-	done
-'
+test_option_errors order-place <<\EOF
+--bogus          | '--bogus'
+-b 0             | option -b
+-b x             | option -b
+SKU-1            | usage: order-place
+SKU-1 0          | QUANTITY "0"
+SKU-1 abc        | QUANTITY "abc"
+SKU-1 1 extra    | usage: order-place
+-k k             | -k applies to the SKU QUANTITY form
+--stats=1        | '--stats' doesn't allow an argument
+EOF
 
 test_expect_success '--help prints usage on stdout and exits 0' '
 	order-place --help >out && expect_grep "^usage: order-place" out
 '
 
-test_expect_code 69 'an unreachable database exits 69 saying nothing was placed' '
+test_expect_success 'an unreachable database exits 69 saying nothing was placed' '
 	echo "{\"sku\":\"SKU-4\",\"quantity\":1}" >in &&
-	DATABASE_URL=postgresql://nobody:secret@localhost/x?host=/nonexistent OA_DB_PATIENCE=0 order-place <in >out 2>err
-	rc=$?
-	expect_grep "no order was placed" err && ! grep -q secret err && test ! -s out && exit $rc
+	DATABASE_URL=postgresql://nobody:secret@localhost/x?host=/nonexistent OA_DB_PATIENCE=0 \
+		test_expect_code 69 order-place <in >out 2>err &&
+	expect_grep "no order was placed" err && ! grep -q secret err && test ! -s out
 '
 
-test_expect_code 69 'losing the database mid-stream says what was printed and exits 69' '
+test_expect_success 'losing the database mid-stream says what was printed and exits 69' '
 	echo "{\"sku\":\"SKU-4\",\"quantity\":1}" >in &&
-	mkfifo fifo
-	{ cat in; sleep 2; cat in; } >fifo &
-	order-place <fifo >out 2>err &
-	pid=$!
-	sleep 1
-	psql -Xq -d "$BASE_DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \$\$$TEST_DB\$\$ AND application_name = \$\$order-place\$\$" >/dev/null
-	wait $pid
-	rc=$?
+	mkfifo fifo &&
+	{ order-place <fifo >out 2>err & } && pid=$! && exec 3>fifo &&
+	cat in >&3 &&
+	wait_for "test -s out" 10 "the first answer" &&
+	psql -Xq -d "$BASE_DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \$\$$TEST_DB\$\$ AND application_name = \$\$order-place\$\$" >/dev/null &&
+	until_disconnected &&
+	# order-place may already have seen the connection drop and exited
+	( trap "" PIPE; cat in >&3 ) 2>/dev/null || : &&
+	exec 3>&- &&
+	test_expect_code 69 wait $pid &&
 	expect_eq 1 "$(lines out)" "answers printed" &&
-	expect_grep "1 answers printed, all committed" err && exit $rc
+	expect_grep "1 answers printed, all committed" err
 '
 
 test_done

@@ -15,6 +15,7 @@ requests() {
 }
 
 # slowly FILE: write FILE a few lines at a time with pauses, so batches vary
+# (the pauses are the scenario, input trickling in; no outcome depends on them)
 slowly() {
 	local n=0 line
 	while IFS= read -r line; do

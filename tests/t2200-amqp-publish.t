@@ -19,15 +19,14 @@ test_expect_success 'a 300 kB line is published whole, not split' '
 	expect_eq "{\"len\":300000}" "$(cat got)"
 '
 
-test_expect_code 65 'malformed lines are reported by number and the valid ones are still published' '
+test_expect_success 'malformed lines are reported by number and the valid ones are still published' '
 	printf "%s\n" "{\"n\":1}" "{\"n\":" "[1,2]" "{\"n\":4}" "" "not json" "{\"n\":7}" >in &&
-	amqp-publish -q $Q.bad <in 2>err.txt; rc=$?
+	test_expect_code 65 amqp-publish -q $Q.bad <in 2>err.txt &&
 	expect_grep "^amqp-publish: line 2: " err.txt &&
 	expect_grep "^amqp-publish: line 3: not a JSON object" err.txt &&
 	expect_grep "^amqp-publish: line 6: " err.txt &&
 	expect_eq 3 "$(lines err.txt)" "error lines" &&
-	drain $Q.bad >got && expect_eq "1 4 7" "$(jq -r .n got | xargs)" "published" &&
-	exit $rc
+	drain $Q.bad >got && expect_eq "1 4 7" "$(jq -r .n got | xargs)" "published"
 '
 
 test_expect_success 'the queue is declared durable, quorum, with its dead-letter queue' '
@@ -44,11 +43,14 @@ test_expect_success 'published messages survive a broker restart' '
 '
 
 test_expect_success 'a broker restart while publishing loses no line' '
-	(sleep 1; restart_rabbitmq) &
-	restarter=$!
-	for i in $(seq 1 2000); do echo "{\"n\":$i}"; [ $i = 500 ] && sleep 2; done |
-		(amqp-publish -q $Q.restart --patience 30 2>err.txt; echo $? >rc)
-	wait $restarter
+	# 500 lines, then the broker stops; the other 1500 come while it is away
+	{ for i in $(seq 1 2000); do
+		echo "{\"n\":$i}"
+		[ $i = 500 ] && touch half && { wait_for "test -e stopped" 60 "the broker to stop" || exit 1; }
+	  done | (amqp-publish -q $Q.restart --patience 30 2>err.txt; echo $? >rc) & } && publisher=$! &&
+	wait_for "test -e half" 20 "500 lines written" &&
+	stop_rabbitmq && touch stopped && start_rabbitmq &&
+	wait $publisher &&
 	drain $Q.restart >got &&
 	distinct=$(jq .n got | sort -un | wc -l) &&
 	case $(cat rc) in
@@ -60,31 +62,36 @@ test_expect_success 'a broker restart while publishing loses no line' '
 '
 
 test_expect_success 'a broker restart in the middle of a steady stream: every line arrives' '
-	(sleep 1; restart_rabbitmq) &
-	restarter=$!
-	for i in $(seq 0 39); do
+	# a chunk every 0.1 s (the pace is the scenario); after 10 chunks the
+	# broker stops, and the other 30 come while it is away or starting
+	{ for i in $(seq 0 39); do
 		seq $((i * 500 + 1)) $((i * 500 + 500)) | sed "s/.*/{\"n\":&}/"; sleep 0.1
-	done | (amqp-publish -q $Q.steady 2>err.txt; echo $? >rc)
-	wait $restarter
+		[ $i = 9 ] && touch half && { wait_for "test -e stopped" 60 "the broker to stop" || exit 1; }
+	  done | (amqp-publish -q $Q.steady 2>err.txt; echo $? >rc) & } && publisher=$! &&
+	wait_for "test -e half" 20 "10 chunks written" &&
+	stop_rabbitmq && touch stopped && start_rabbitmq &&
+	wait $publisher &&
 	expect_eq 0 "$(cat rc)" "exit status" &&
 	expect_grep "reconnecting to publish\|connected again" err.txt &&
 	drain $Q.steady -p 512 >got &&
 	expect_eq 20000 "$(jq .n got | sort -un | wc -l)" "distinct lines"
 '
 
-test_expect_code 69 'an unreachable broker: exit 69, saying nothing was confirmed, no password shown' '
+test_expect_success 'an unreachable broker: exit 69, saying nothing was confirmed, no password shown' '
 	echo "{\"n\":1}" >in &&
-	RABBITMQ_URL=amqp://user:secret@127.0.0.1:1/ amqp-publish -q $Q.x --patience 1 <in 2>err.txt
-	rc=$?
+	RABBITMQ_URL=amqp://user:secret@127.0.0.1:1/ \
+		test_expect_code 69 amqp-publish -q $Q.x --patience 1 <in 2>err.txt &&
 	expect_grep "amqp://user:\*\*\*@127.0.0.1:1/" err.txt && ! grep -q secret err.txt &&
-	expect_grep "0 lines were confirmed" err.txt && exit $rc
+	expect_grep "0 lines were confirmed" err.txt
 '
 
-test_expect_code 69 'a wrong password is refused at once with exit 69' '
+test_expect_success 'a wrong password is refused at once with exit 69' '
+	start=$(date +%s) &&
 	RABBITMQ_URL=$(echo "$RABBITMQ_URL" | sed "s/guest@/wrong@/") \
-		amqp-publish -q $Q.x --patience 30 </dev/null 2>err.txt
-	rc=$?
-	expect_grep "ACCESS_REFUSED" err.txt && ! grep -q wrong err.txt && exit $rc
+		test_expect_code 69 amqp-publish -q $Q.x --patience 30 </dev/null 2>err.txt &&
+	expect_grep "ACCESS_REFUSED" err.txt && ! grep -q wrong err.txt &&
+	# at once: well before the 30 s of --patience
+	test $(($(date +%s) - start)) -lt 10 || fail "took $(($(date +%s) - start)) s"
 '
 
 test_expect_success '-e -k publishes through an existing exchange and its binding' '
@@ -94,28 +101,29 @@ test_expect_success '-e -k publishes through an existing exchange and its bindin
 	drain $Q.ex >got && expect_eq "1 2 3 4 5" "$(jq -r .n got | xargs)"
 '
 
-test_expect_code 69 '-e with a key nothing is bound to: exit 69, the lines are said returned' '
-	echo "{\"n\":1}" | amqp-publish -e amq.direct -k $Q.nobody 2>err.txt; rc=$?
-	expect_grep "returned" err.txt && exit $rc
+test_expect_success '-e with a key nothing is bound to: exit 69, the lines are said returned' '
+	echo "{\"n\":1}" >in &&
+	test_expect_code 69 amqp-publish -e amq.direct -k $Q.nobody <in 2>err.txt &&
+	expect_grep "returned" err.txt
 '
 
-test_expect_code 69 '-e with an exchange that does not exist: exit 69 naming it' '
-	echo "{\"n\":1}" | amqp-publish -e $Q.nosuch -k k 2>err.txt; rc=$?
-	expect_grep "exchange \"$Q.nosuch\" does not exist" err.txt && exit $rc
+test_expect_success '-e with an exchange that does not exist: exit 69 naming it' '
+	echo "{\"n\":1}" >in &&
+	test_expect_code 69 amqp-publish -e $Q.nosuch -k k <in 2>err.txt &&
+	expect_grep "exchange \"$Q.nosuch\" does not exist" err.txt
 '
 
-for args in "--bogus" "-q a -e b -k c" "-e b" "-k c" "--batch 0" "--max-deliveries x" \
-	"--patience -1" "-q a extra"; do
-	test_expect_code 64 "amqp-publish $args is a usage error (64, a message on stderr)" "
-		amqp-publish $args </dev/null >out.txt 2>err.txt; rc=\$?
-		test ! -s out.txt && expect_grep \"^amqp-publish: \" err.txt && exit \$rc
-	"
-done
-
-test_expect_code 64 'amqp-publish with an empty queue name is a usage error' '
-	amqp-publish -q "" </dev/null >out.txt 2>err.txt; rc=$?
-	test ! -s out.txt && expect_grep "queue name" err.txt && exit $rc
-'
+test_option_errors amqp-publish <<\EOF
+--bogus              | '--bogus'
+-q a -e b -k c       | -q and -e exclude each other
+-e b                 | -e EXCHANGE and -k ROUTING_KEY go together
+-k c                 | -e EXCHANGE and -k ROUTING_KEY go together
+--batch 0            | option --batch
+--max-deliveries x   | option --max-deliveries
+--patience -1        | option --patience
+-q a extra           | unexpected argument "extra"
+-q ""                | option -q: a queue name
+EOF
 
 test_expect_success 'amqp-publish --help prints the usage on stdout and exits 0' '
 	amqp-publish --help >out.txt && expect_grep "^usage: amqp-publish" out.txt

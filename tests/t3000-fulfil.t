@@ -13,6 +13,8 @@ line() { sql "SELECT json_build_object('order_id', id, 'sku', sku, 'quantity', q
 	'vendor', vendor, 'status', 'pending') FROM orders WHERE id = $1"; }
 reserved() { sql "SELECT reserved FROM vendor_stock WHERE vendor = '$1' AND sku = '$2'"; }
 row() { sql "SELECT status || ' ' || attempts || ' ' || coalesce(reason, '-') FROM orders WHERE id = $1"; }
+# backends WHERE: how many sessions on this test database match WHERE
+backends() { sql "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND $1"; }
 
 cat >"$TRASH/acme.json" <<'EOF'
 [{"sku":"A-1","quantity":100},{"sku":"A-2","quantity":1},{"sku":"A-3","quantity":1000}]
@@ -83,24 +85,22 @@ test_expect_success 'an order that is not pending is answered with its status an
 	expect_eq 3 "$(reserved acme A-1)" "reserved"
 '
 
-test_expect_code 65 'bad lines are answered and reported; the lines around them are still fulfilled' '
+test_expect_success 'bad lines are answered and reported; the lines around them are still fulfilled' '
 	order 107 A-3 1 acme && order 108 A-3 1 acme &&
 	{ line 107; echo "not json"; echo "{\"sku\":\"A-3\"}"; line 108; } >in &&
-	fulfil <in >out 2>err; rc=$?
+	test_expect_code 65 fulfil <in >out 2>err &&
 	expect_eq "107:success null:failed null:failed 108:success" \
 		"$(jq -r "\"\(.order_id):\(.status)\"" out | xargs)" "answers" &&
 	expect_eq "invalid_message 2" "$(sed -n 2p out | jq -r "\"\(.reason) \(.line)\"")" &&
 	expect_grep "^fulfil: line 2: not valid JSON" err &&
-	expect_grep "^fulfil: line 3: \"order_id\" must be a positive integer" err &&
-	exit $rc
+	expect_grep "^fulfil: line 3: \"order_id\" must be a positive integer" err
 '
 
-test_expect_code 65 'an unknown order is answered failed/unknown_order' '
+test_expect_success 'an unknown order is answered failed/unknown_order' '
 	echo "{\"order_id\":999999}" >in &&
-	fulfil <in >out 2>err; rc=$?
+	test_expect_code 65 fulfil <in >out 2>err &&
 	expect_eq "{\"order_id\":999999,\"status\":\"failed\",\"reason\":\"unknown_order\"}" "$(cat out)" &&
-	expect_grep "^fulfil: line 1: order 999999 does not exist" err &&
-	exit $rc
+	expect_grep "^fulfil: line 1: order 999999 does not exist" err
 '
 
 test_expect_success 'a batch of orders is fulfilled and answered in input order' '
@@ -113,14 +113,39 @@ test_expect_success 'a batch of orders is fulfilled and answered in input order'
 		AND status = '"'success'"' AND attempts = 1")" "rows"
 '
 
-test_expect_success 'batches that overlap (the next looked up while one commits) keep input order; a repeat is called once' '
+test_expect_success 'batches overlap: the next is looked up and its vendor called while the one before it commits' '
+	order 280 A-3 1 acme && order 281 A-3 1 acme &&
+	other=$(mktemp -u other.XXXX) && mkfifo $other &&
+	# another session locks order 280, so that its batch cannot commit
+	{ PGAPPNAME=other psql -Xq -v ON_ERROR_STOP=1 -d "$DATABASE_URL" <$other >/dev/null & } && holder=$! &&
+	exec 4>$other && on_exit "kill $holder" &&
+	echo "BEGIN; SELECT id FROM orders WHERE id = 280 FOR UPDATE;" >&4 &&
+	wait_for "[ \$(backends \"application_name = '"'other'"' AND state = '"'idle in transaction'"'\") = 1 ]" \
+		10 "the other session to lock order 280" &&
+	mkfifo input && { fulfil <input >out 2>err 4>&- & } && pid=$! && exec 3>input &&
+	line 280 >&3 &&
+	wait_for "[ \$(backends \"application_name = '"'fulfil'"' AND wait_event_type = '"'Lock'"'\") = 1 ]" \
+		10 "the commit of the batch of order 280 to wait for the lock" &&
+	before=$(stat acme order_requests) &&
+	line 281 >&3 &&
+	wait_for "[ \$(stat acme order_requests) = $((before + 1)) ]" 10 "the vendor call of order 281" &&
+	{ test ! -s out || fail "answered before the first batch committed: $(cat out)"; } &&
+	expect_eq "pending pending" "$(sql "SELECT status FROM orders WHERE id IN (280, 281) ORDER BY id" | xargs)" \
+		"orders while the first batch waits" &&
+	echo "COMMIT;" >&4 && exec 4>&- && wait $holder &&
+	exec 3>&- && wait $pid &&
+	expect_eq "280:success 281:success" "$(jq -r "\"\(.order_id):\(.status)\"" out | xargs)" "answers, in input order"
+'
+
+test_expect_success 'lines in bursts (many batches, overlapping) keep input order; a repeat is called once' '
 	sql "INSERT INTO orders (id, sku, quantity, vendor) SELECT g, '"'A-3'"', 1, '"'acme'"'
 		FROM generate_series(300, 699) g;
 		UPDATE vendor_stock SET reserved = reserved + 400 WHERE vendor = '"'acme'"' AND sku = '"'A-3'"'" &&
 	sql "SELECT json_build_object('"'order_id'"', id) FROM orders
 		WHERE id BETWEEN 300 AND 699 ORDER BY id" >lines &&
-	# Lines come in bursts so that fulfil makes many batches; every 7th line
-	# repeats the line before it, within a burst or across two.
+	# Lines come in bursts so that fulfil makes many batches (the pauses are
+	# the scenario); every 7th line repeats the line before it, within a
+	# burst or across two.
 	awk "{ print } NR % 7 == 0 { print } NR % 40 == 0 { fflush(); system(\"sleep 0.02\") }" lines >in &&
 	before=$(stat acme order_requests) &&
 	awk "{ print; fflush() } NR % 40 == 0 { system(\"sleep 0.02\") }" in | fulfil >out 2>err &&
@@ -155,18 +180,19 @@ test_expect_success 'an unreachable vendor is a transient failure' '
 	expect_eq "pending 1" "$(row 109 | cut -d" " -f1-2)" "order"
 '
 
-test_expect_code 69 'an unreachable database exits 69 and answers nothing' '
+test_expect_success 'an unreachable database exits 69 and answers nothing' '
 	order 110 A-1 1 acme && line 110 >in &&
-	DATABASE_URL=postgresql://u:secret@127.0.0.1:1/x OA_DB_PATIENCE=0 fulfil <in >out 2>err; rc=$?
+	DATABASE_URL=postgresql://u:secret@127.0.0.1:1/x OA_DB_PATIENCE=0 \
+		test_expect_code 69 fulfil <in >out 2>err &&
 	test ! -s out && expect_grep "database" err && ! grep -q secret err &&
-	expect_eq pending "$(sql "SELECT status FROM orders WHERE id = 110")" && exit $rc
+	expect_eq pending "$(sql "SELECT status FROM orders WHERE id = 110")"
 '
 
 test_expect_success 'a lost database connection is re-established and the next order still fulfilled' '
 	order 112 A-1 1 acme && order 113 A-1 1 acme &&
 	mkfifo fifo && { fulfil <fifo >out 2>err & } && pid=$! && exec 3>fifo &&
 	line 112 >&3 &&
-	for i in $(seq 100); do [ -s out ] && break; sleep 0.05; done &&
+	wait_for "test -s out" 10 "the answer for order 112" &&
 	sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE application_name = '"'fulfil'"' AND datname = current_database()" >/dev/null &&
 	line 113 >&3 && exec 3>&- && wait $pid &&
@@ -175,21 +201,24 @@ test_expect_success 'a lost database connection is re-established and the next o
 	expect_eq "success success" "$(sql "SELECT status FROM orders WHERE id IN (112, 113)" | xargs)"
 '
 
-test_expect_code 74 'a write error exits 74' '
+test_expect_success 'a write error exits 74' '
 	order 111 A-1 1 acme && line 111 >in &&
-	fulfil <in >/dev/full 2>err; rc=$?
-	expect_grep "committed" err && exit $rc
+	test_expect_code 74 fulfil <in >/dev/full 2>err &&
+	expect_grep "committed" err
 '
 
-for args in '--bogus' '--max-attempts 0' '--max-attempts x' '--timeout 0' '--base ftp://x' 'extra'; do
-	test_expect_code 64 "fulfil $args is a usage error" "
-		fulfil $args </dev/null >out 2>err; rc=\$?
-		test ! -s out && test -s err && exit \$rc
-	"
-done
+test_option_errors fulfil <<\EOF
+--bogus             | '--bogus'
+--max-attempts 0    | option --max-attempts
+--max-attempts x    | option --max-attempts
+--timeout 0         | option --timeout
+--base ftp://x      | base URL "ftp://x"
+extra               | usage: fulfil
+EOF
 
-test_expect_code 64 'fulfil without a vendor URL is a usage error' '
-	env -u VENDOR_BASE_URL fulfil </dev/null >out 2>err
+test_expect_success 'fulfil without a vendor URL is a usage error' '
+	test_expect_code 64 env -u VENDOR_BASE_URL fulfil </dev/null >out 2>err &&
+	test ! -s out && expect_grep "no vendor URL" err
 '
 
 test_done

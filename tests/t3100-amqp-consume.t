@@ -7,6 +7,13 @@ publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
 	local q=$1 first=$2 last=$3; shift 3
 	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
 }
+# consumers QUEUE: how many consumers the broker counts on QUEUE
+consumers() {
+	rabbitmqctl list_queues -q --no-table-headers name consumers 2>/dev/null |
+		awk -v q="$1" '$1 == q { print $2; f = 1 } END { if (!f) print 0 }'
+}
+# now_ms: the time in milliseconds
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 test_expect_success 'each message is answered in order, the answers are copied out, the queue ends empty' '
 	publish_n $Q.a 1 200 &&
@@ -141,60 +148,61 @@ test_expect_success 'a message that kills the child every time ends in Q.dead af
 
 test_expect_success 'SIGTERM under load: exit 0, every message either answered and acked or still queued' '
 	publish_n $Q.term 1 2000 &&
+	# a child taking 2 ms a message, so that SIGTERM finds work in progress
 	cat >child <<-\EOF &&
 	#!/bin/sh
-	while read -r line; do sleep 0.002; printf "%s\n" "$line"; done
+	while read -r line; do sleep 0.002; printf "%s\n" "${line%\}},\"status\":\"success\"}"; done
 	EOF
-	chmod +x child
-	amqp-consume -q $Q.term -p 100 -- ./child >out.txt 2>err.txt &
-	pid=$! && sleep 1.5 && kill -TERM $pid && wait $pid &&
+	chmod +x child &&
+	{ amqp-consume -q $Q.term -p 100 -- ./child >out.txt 2>err.txt & } && pid=$! &&
+	wait_for "[ \$(lines out.txt) -ge 100 ]" 20 "100 answers" &&
+	kill -TERM $pid && wait $pid &&
 	drain $Q.term >left &&
 	test "$(lines out.txt)" -gt 0 && test "$(lines left)" -gt 0 &&
 	expect_eq 2000 "$(($(lines out.txt) + $(lines left)))" "answered + left" &&
 	expect_eq 2000 "$(cat out.txt left | jq .n | sort -un | wc -l)" "distinct"
 '
 
-test_expect_success 'SIGTERM with nothing to do exits 0 at once' '
-	publish_n $Q.idle 1 0
-	amqp-consume -q $Q.idle -- cat >out.txt 2>err.txt &
-	pid=$! && sleep 1 && kill -TERM $pid && wait $pid && test ! -s out.txt
+test_expect_success 'SIGTERM with nothing to do exits 0 at once (within a second)' '
+	publish_n $Q.idle 1 0 &&
+	{ amqp-consume -q $Q.idle -- cat >out.txt 2>err.txt & } && pid=$! &&
+	wait_for "[ \$(consumers $Q.idle) = 1 ]" 20 "amqp-consume to consume from $Q.idle" &&
+	start=$(now_ms) && kill -TERM $pid && wait $pid && took=$(($(now_ms) - start)) &&
+	test ! -s out.txt &&
+	{ test $took -lt 1000 || fail "exited $took ms after SIGTERM"; }
 '
 
-test_expect_code 69 'a child that dies before reading anything: exit 69, no message dead-lettered' '
+test_expect_success 'a child that dies before reading anything: exit 69 after --patience, no message dead-lettered' '
 	publish_n $Q.false 1 5 &&
-	amqp-consume -q $Q.false --idle-exit 5 -- false 2>err.txt; rc=$?
+	test_expect_code 69 amqp-consume -q $Q.false --idle-exit 5 --patience 2 -- false 2>err.txt &&
 	expect_grep "giving up" err.txt &&
-	drain $Q.false >left && expect_eq 5 "$(lines left)" "messages still queued" &&
-	exit $rc
+	drain $Q.false >left && expect_eq 5 "$(lines left)" "messages still queued"
 '
 
-test_expect_code 69 'a command that cannot be run: exit 69 and no message is taken' '
+test_expect_success 'a command that cannot be run: exit 69 and no message is taken' '
 	publish_n $Q.none 1 1 &&
-	amqp-consume -q $Q.none -- ./no-such-command 2>err.txt; rc=$?
+	test_expect_code 69 amqp-consume -q $Q.none -- ./no-such-command 2>err.txt &&
 	expect_grep "cannot run ./no-such-command" err.txt &&
-	drain $Q.none >left && expect_eq 1 "$(lines left)" "messages still queued" &&
-	exit $rc
+	drain $Q.none >left && expect_eq 1 "$(lines left)" "messages still queued"
 '
 
-test_expect_code 69 'declaring the queue with other arguments is refused with a hint, exit 69' '
+test_expect_success 'declaring the queue with other arguments is refused with a hint, exit 69' '
 	publish_n $Q.args 1 1 --max-deliveries 5 &&
-	amqp-consume -q $Q.args --max-deliveries 2 --idle-exit 1 -- cat 2>err.txt; rc=$?
+	test_expect_code 69 amqp-consume -q $Q.args --max-deliveries 2 --idle-exit 1 -- cat 2>err.txt &&
 	expect_grep "queue $Q.args exists with other arguments" err.txt &&
-	expect_grep "rabbitmqctl delete_queue $Q.args" err.txt && exit $rc
+	expect_grep "rabbitmqctl delete_queue $Q.args" err.txt
 '
 
-for args in "--bogus -- cat" "-p 0 -- cat" "-p x -- cat" "--retry-delay -1 -- cat" \
-	"--max-deliveries 0 -- cat" "--idle-exit x -- cat" "-q a"; do
-	test_expect_code 64 "amqp-consume $args is a usage error (64, a message on stderr)" "
-		amqp-consume $args </dev/null >out.txt 2>err.txt; rc=\$?
-		test ! -s out.txt && expect_grep \"^amqp-consume: \" err.txt && exit \$rc
-	"
-done
-
-test_expect_code 64 'amqp-consume with an empty queue name is a usage error' '
-	amqp-consume -q "" -- cat </dev/null >out.txt 2>err.txt; rc=$?
-	test ! -s out.txt && expect_grep "queue name" err.txt && exit $rc
-'
+test_option_errors amqp-consume <<\EOF
+--bogus -- cat               | '--bogus'
+-p 0 -- cat                  | option -p
+-p x -- cat                  | option -p
+--retry-delay -1 -- cat      | option --retry-delay
+--max-deliveries 0 -- cat    | option --max-deliveries
+--idle-exit x -- cat         | option --idle-exit
+-q a                         | a COMMAND to run is required
+-q "" -- cat                 | option -q: a queue name
+EOF
 
 test_expect_success 'amqp-consume --help prints the usage on stdout and exits 0' '
 	amqp-consume --help >out.txt && expect_grep "^usage: amqp-consume" out.txt

@@ -132,7 +132,7 @@ test_expect_success 'orders whose publish was lost are sent again by the order-s
 	sql "UPDATE orders SET updated_at = now() - interval '"'2 minutes'"' WHERE vendor = '"'lost'"'" &&
 	# The unit'"'"'s own command, its installed paths mapped into the tree, its queue ours.
 	cmd=$(sed -n "s/^ExecStart=//p" "$TOP/scripts/systemd/order-sweep.service" |
-		sed -e "s#/usr/local/bin/#$TOP/bin/#g" -e "s#-q orders#-q $Q#") &&
+		sed -e "s#/usr/lib/order-aggregator/#$TOP/bin/#g" -e "s#-q orders#-q $Q#") &&
 	expect_grep "order-sweep --older-than 60 |" <(echo "$cmd") &&
 	eval "$cmd" >sweep.out 2>sweep.err &&
 	wait_depth "$Q" 20 && work l &&

@@ -27,21 +27,15 @@ place_and_publish() {
 }
 # await_lines FILE N: wait (up to 30 s) until FILE has at least N lines
 await_lines() {
-	local i
-	for i in $(seq 1 600); do
-		[ "$(lines "$1")" -ge "$2" ] && return 0
-		sleep 0.05
-	done
-	fail "$1 has $(lines "$1") lines, not $2"
+	local file=$1 want=$2
+	wait_for '[ "$(lines "$file")" -ge "$want" ]' 30 "$want lines in $file" ||
+		fail "$file has $(lines "$file") lines, not $want"
 }
 # child_of PID: the worker's child (fulfil), once it runs
 child_of() {
-	local i c
-	for i in $(seq 1 200); do
-		c=$(pgrep -P "$1" | head -n 1) && [ -n "$c" ] && { echo "$c"; return 0; }
-		sleep 0.05
-	done
-	fail "no child of $1"
+	local parent=$1
+	wait_for 'pgrep -P "$parent" >/dev/null' 10 "a child of $parent" || return 1
+	pgrep -P "$parent" | head -n 1
 }
 # live_child_of PID: the worker's child that is alive (not a zombie not yet reaped)
 live_child_of() { ps -o pid=,stat= --ppid "$1" | awk '$2 !~ /^Z/ { print $1; exit }'; }
@@ -68,20 +62,16 @@ test_expect_success 'kill -9 of fulfil, then of amqp-consume, mid-run: a restart
 	amqp-consume -q "$Q.kill" -p 20 --idle-exit 3 -- fulfil >run1 2>err1 &
 	worker=$!
 	first=$(child_of $worker) && await_lines run1 300 &&
-	kill -9 "$first" && second=$first &&
-	for i in $(seq 1 100); do
-		second=$(live_child_of $worker) && [ "$second" != "$first" ] && break
-		sleep 0.05
-	done &&
-	[ "$second" != "$first" ] || fail "fulfil was not restarted" &&
+	kill -9 "$first" &&
+	wait_for "second=\$(live_child_of $worker) && [ -n \"\$second\" ] && [ \"\$second\" != $first ]" 10 \
+		"fulfil to be restarted" &&
 	await_lines run1 900 &&
 	kill -9 $worker && status=0 && wait $worker || status=$?
 	expect_eq 137 $status "amqp-consume killed" &&
 	expect_grep "fulfil was killed by signal 9" err1 &&
 	left=$(count kill pending) && test "$left" -gt 0 || fail "the run was over before the kill ($left pending)" &&
 	# The orphaned fulfil sees its input close and ends by itself.
-	for i in $(seq 1 300); do alive "$second" || break; sleep 0.05; done &&
-	! alive "$second" || fail "the orphaned fulfil $second is still running" &&
+	wait_for "! alive $second" 15 "the orphaned fulfil $second to end" &&
 	amqp-consume -q "$Q.kill" -p 20 --idle-exit 3 -- fulfil >run2 2>err2 &&
 	test -s run2 &&
 	ended_once kill run1 run2

@@ -28,8 +28,13 @@ sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES
 	('acme', 'SKU-1', 10), ('globex', 'SKU-1', 3), ('acme', 'HOT', 100),
 	('acme', 'P-1', 1), ('acme', 'P-2', 2), ('acme', 'P-3', 3), ('acme', 'P-4', 4), ('acme', 'P-5', 5)"
 
-test_expect_code 64 'a bad --threads is a usage error' 'order-api --threads 0'
-test_expect_code 64 'an unknown option is a usage error' 'order-api --bogus'
+test_option_errors order-api <<\EOF
+--threads 0         | option --threads
+--bogus             | '--bogus'
+--timeout x         | option --timeout
+--listen x          | option --listen
+--max-body 0        | option --max-body
+EOF
 test_expect_success '--help prints the synopsis' 'order-api --help >help && expect_grep "max-body" help'
 
 test_expect_success 'with the database unreachable a POST is 503 with Retry-After' '
@@ -170,7 +175,8 @@ test_expect_success 'SIGTERM during a burst answers what it took, then exits 0' 
 	start_api term -q $Q &&
 	{ curl -s --parallel --parallel-max 20 -o "t/#1" --create-dirs -w "%{http_code}\n" \
 		-d "{\"sku\":\"P-5\",\"quantity\":1}" "$API/order?n=[1-2000]" >codes & } &&
-	sleep 0.5 && kill -TERM $term_PID && wait $term_PID && wait &&
+	wait_for "[ \$(ls t 2>/dev/null | wc -l) -ge 20 ]" 20 "20 answers of the burst" &&
+	kill -TERM $term_PID && wait $term_PID && wait &&
 	! grep -v "^\(201\|409\|503\|000\)$" codes && grep -q "^409$" codes &&
 	expect_eq "$(grep -c "^201$" codes)" "$(sql "SELECT count(*) FROM orders WHERE sku = \$\$P-5\$\$")"
 '

@@ -36,6 +36,7 @@ test_expect_success 'with the broker stopped an order is still 201, not publishe
 "$TOP/scripts/services" start rabbitmq >/dev/null
 
 test_expect_success 'once the broker is back, orders are published again' '
+	# a poll on the state (an order per try, each must succeed), 20 s at most
 	for i in $(seq 1 40); do
 		expect_eq 201 "$(post c-$i)" || return 1
 		[ "$(published)" = true ] && break

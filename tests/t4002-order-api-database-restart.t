@@ -33,6 +33,7 @@ test_expect_success 'with the database stopped, orders and lookups are 503 with 
 "$TOP/scripts/services" start pg >/dev/null
 
 test_expect_success 'once the database is back, orders are placed again' '
+	# a poll on the state (an order per try, each must succeed), 20 s at most
 	for i in $(seq 1 40); do
 		code=$(post b-1)
 		[ "$code" = 201 ] && break

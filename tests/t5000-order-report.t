@@ -92,14 +92,15 @@ test_expect_success 'an unreachable broker: the report still comes, depths null,
 	expect_grep "broker" err.txt
 '
 
-test_expect_code 69 'an unreachable database: nothing on stdout, exit 69' '
-	DATABASE_URL=postgresql://127.0.0.1:1/none OA_DB_PATIENCE=0 order-report -q $Q >out 2>err.txt; rc=$?
-	test ! -s out && expect_grep "database unavailable" err.txt && exit $rc
+test_expect_success 'an unreachable database: nothing on stdout, exit 69' '
+	DATABASE_URL=postgresql://127.0.0.1:1/none OA_DB_PATIENCE=0 \
+		test_expect_code 69 order-report -q $Q >out 2>err.txt &&
+	test ! -s out && expect_grep "database unavailable" err.txt
 '
 
-test_expect_code 64 'an unknown option or an argument is a usage error' '
-	order-report extra 2>err.txt; rc=$?
-	expect_grep "^usage: order-report" err.txt && exit $rc
+test_expect_success 'an unknown option or an argument is a usage error' '
+	test_expect_code 64 order-report extra 2>err.txt &&
+	expect_grep "^usage: order-report" err.txt
 '
 
 test_expect_success '-h and --help list the options; --version says the project' '

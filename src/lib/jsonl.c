@@ -15,6 +15,9 @@
 
 #define READ_CHUNK 65536	/* bytes asked of each read(2); the buffer grows for longer lines */
 
+/* What r->buf shows for a line too long to hold. */
+static char empty_line[1];
+
 void
 jsonl_open(struct jsonl *r, FILE *fp)
 {
@@ -22,6 +25,7 @@ jsonl_open(struct jsonl *r, FILE *fp)
 	r->fp = fp;
 	r->fd = fileno(fp);
 	r->held = SIZE_MAX;
+	r->max_line = JSONL_MAX_LINE_DEFAULT;
 }
 
 void
@@ -94,7 +98,34 @@ fill(struct jsonl *r)
 		r->end += (size_t)n;
 }
 
-/* The next line, NUL-terminated in place, into r->buf; its length, or -1 at the end. */
+/*
+ * A line longer than max_line: drop what is buffered of it and read on to its
+ * newline (or the end), keeping at most one read's worth. Returns -2.
+ */
+static ssize_t
+skip_long_line(struct jsonl *r)
+{
+	char *nl = NULL;
+
+	for (;;) {
+		if (r->start < r->end &&
+		    (nl = memchr(r->data + r->start, '\n', r->end - r->start)) != NULL)
+			break;
+		r->start = r->end;	/* fill() then moves nothing */
+		if (r->eof)
+			break;
+		fill(r);
+	}
+	if (nl != NULL)
+		r->start = (size_t)(nl + 1 - r->data);
+	r->buf = empty_line;
+	return -2;
+}
+
+/*
+ * The next line, NUL-terminated in place, into r->buf; its length, -1 at the
+ * end, or -2 for a line longer than max_line (read past, not held).
+ */
 static ssize_t
 next_line(struct jsonl *r)
 {
@@ -113,12 +144,19 @@ next_line(struct jsonl *r)
 		if (nl != NULL || r->eof)
 			break;
 		scanned = r->end - r->start;
+		if (scanned > r->max_line)
+			return skip_long_line(r);
 		fill(r);
 	}
 	if (nl == NULL && r->start == r->end)
 		return -1;
 	/* A last line without a newline is returned as it is. */
 	len = nl != NULL ? (size_t)(nl + 1 - (r->data + r->start)) : r->end - r->start;
+	if (len - (nl != NULL) > r->max_line) {	/* it came whole in one read */
+		r->start += len;
+		r->buf = empty_line;
+		return -2;
+	}
 	r->buf = r->data + r->start;
 	r->start += len;
 	r->held = r->start;
@@ -137,9 +175,16 @@ jsonl_next(struct jsonl *r, cJSON **out, const char **why)
 		const char *end = NULL;
 		cJSON *v;
 
-		if ((n = next_line(r)) < 0)
+		if ((n = next_line(r)) == -1)
 			return JSONL_EOF;
 		r->lineno++;
+		r->len = n < 0 ? 0 : (size_t)n;
+		if (n == -2) {
+			snprintf(r->why, sizeof r->why, "line longer than %zu bytes (see --max-line)",
+			    r->max_line);
+			*why = r->why;
+			return JSONL_BAD;
+		}
 		if (blank(r->buf, (size_t)n))
 			continue;
 		if (memchr(r->buf, '\0', (size_t)n) != NULL) {

@@ -1,4 +1,4 @@
-/* jsonl: read JSON lines of any length, with line numbers; write compact lines. */
+/* jsonl: read JSON lines up to a cap (1 MiB unless asked), with line numbers; write compact lines. */
 #ifndef OA_JSONL_H
 #define OA_JSONL_H
 
@@ -18,12 +18,25 @@ struct jsonl {
 	char *data;	/* bytes read, [start, end) not yet returned; data[end] is ours */
 	size_t cap, start, end;
 	char *buf;	/* the line last returned, NUL-terminated (inside data) */
+	size_t len;	/* its length in bytes, newline included */
 	size_t held;	/* where the byte the NUL replaced goes back, or SIZE_MAX */
 	char held_byte;
 	int eof;	/* read(2) said end of file, or failed */
 	int error;	/* errno of a failed read, or 0 */
 	long lineno;	/* number of the line last returned */
+	size_t max_line;	/* longest line taken, newline excluded; longer is a bad line */
+	char why[80];	/* the reason given for a line past max_line */
 };
+
+/*
+ * The longest line a reader takes unless told otherwise (jsonl_open sets it;
+ * a program may change max_line before the first read). A longer line is a
+ * bad line, read past without being held: a reader's memory stays about
+ * max_line plus 128 KiB whatever the input.
+ */
+#define JSONL_MAX_LINE_DEFAULT (1024 * 1024)
+/* The largest --max-line a program accepts. */
+#define JSONL_MAX_LINE_LIMIT (1024L * 1024 * 1024)
 
 enum { JSONL_EOF = 0, JSONL_OK = 1, JSONL_BAD = 2 };
 
@@ -32,8 +45,9 @@ void jsonl_close(struct jsonl *r);
 /*
  * Next non-blank line as a JSON object; r->buf holds the line as read
  * (newline included) until the next call. Returns JSONL_OK with *out owning
- * the object; JSONL_BAD when the line is not a JSON object, *why saying why
- * (a static string) and *out NULL; JSONL_EOF at end of input or on a read
+ * the object; JSONL_BAD when the line is not a JSON object or is longer than
+ * max_line (r->buf is then ""), *why saying why (valid until the next call)
+ * and *out NULL; JSONL_EOF at end of input or on a read
  * error (r->error, and ferror(r->fp), tell the two apart).
  */
 int jsonl_next(struct jsonl *r, cJSON **out, const char **why);

@@ -93,24 +93,24 @@ invalid(struct order_request *rq, const char *why)
 int
 order_request_check(struct order_request *rq)
 {
+	const char *bad;
+
 	if (rq->invalid != NULL)
 		return -1;
 	if (rq->sku == NULL || *rq->sku == '\0')
 		return invalid(rq, "\"sku\" must be a non-empty string");
-	if (strlen(rq->sku) > ORDER_MAX_SKU)
-		return invalid(rq, "\"sku\" is longer than 256 bytes");
-	if (!utf8_valid(rq->sku))
-		return invalid(rq, "\"sku\" is not valid UTF-8");
+	if ((bad = validate_cstring(rq->sku, 1, ORDER_MAX_SKU)) != NULL)
+		return invalid(rq, strcmp(bad, "is not valid UTF-8") == 0 ?
+		    "\"sku\" is not valid UTF-8" : "\"sku\" is longer than 255 bytes");
 	if (!rq->has_quantity || rq->quantity < 1 || rq->quantity > ORDER_MAX_QUANTITY)
 		return invalid(rq, "\"quantity\" must be a whole number from 1 to 1000000000");
 	if (rq->key == NULL)
 		return 0;
 	if (*rq->key == '\0')
 		return invalid(rq, "\"key\" must be a non-empty string");
-	if (strlen(rq->key) > ORDER_MAX_KEY)
-		return invalid(rq, "\"key\" is longer than 256 bytes");
-	if (!utf8_valid(rq->key))
-		return invalid(rq, "\"key\" is not valid UTF-8");
+	if ((bad = validate_cstring(rq->key, 1, ORDER_MAX_KEY)) != NULL)
+		return invalid(rq, strcmp(bad, "is not valid UTF-8") == 0 ?
+		    "\"key\" is not valid UTF-8" : "\"key\" is longer than 256 bytes");
 	return 0;
 }
 
@@ -124,8 +124,9 @@ order_request_from_json(const cJSON *obj, struct order_request *rq)
 	memset(rq, 0, sizeof *rq);
 	if (cJSON_IsString(s))
 		rq->sku = s->valuestring;
-	if (cJSON_IsNumber(q) && q->valuedouble == floor(q->valuedouble) &&
-	    fabs(q->valuedouble) <= 9e15) {
+	/* Checked on the double before any conversion: 1e308 is refused, not cast. */
+	if (cJSON_IsNumber(q) && validate_double_int(q->valuedouble, -ORDER_MAX_QUANTITY - 1,
+	    ORDER_MAX_QUANTITY + 1)) {
 		rq->quantity = (long long)q->valuedouble;
 		rq->has_quantity = 1;
 	}
@@ -246,6 +247,12 @@ find_keyed(struct attempt *a, const size_t *want, size_t nwant)
 
 			if (strcmp(a->rq[i].key, PQgetvalue(r, row, 0)) != 0)
 				continue;
+			/* The key names another request: refuse rather than answer for it. */
+			if (strcmp(a->rq[i].sku, PQgetvalue(r, row, 2)) != 0 ||
+			    a->rq[i].quantity != atoll(PQgetvalue(r, row, 3))) {
+				reject(&a->res[i], &a->rq[i], "idempotency_key_reused");
+				continue;
+			}
 			placed(&a->res[i], &a->rq[i], atoll(PQgetvalue(r, row, 1)),
 			    PQgetvalue(r, row, 2), atoll(PQgetvalue(r, row, 3)),
 			    PQgetvalue(r, row, 4), PQgetvalue(r, row, 5));
@@ -438,6 +445,12 @@ copy_repeats(struct attempt *a)
 
 		if (a->same[i] == i)
 			continue;
+		/* The same key with another request earlier in the batch. */
+		if (strcmp(a->rq[i].sku, a->rq[a->same[i]].sku) != 0 ||
+		    a->rq[i].quantity != a->rq[a->same[i]].quantity) {
+			reject(&a->res[i], &a->rq[i], "idempotency_key_reused");
+			continue;
+		}
 		order_result_clear(&a->res[i]);
 		a->res[i].order_id = o->order_id;
 		a->res[i].sku = xstrdup(o->sku);

@@ -6,11 +6,13 @@
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 
+#include "validate.h"
+
 /* Largest quantity one order may ask for; larger is an invalid request. */
 #define ORDER_MAX_QUANTITY 1000000000LL
-/* Longest SKU and idempotency key, in bytes. */
-#define ORDER_MAX_SKU 256
-#define ORDER_MAX_KEY 256
+/* Longest SKU and idempotency key, in bytes (lib/validate: a SKU as stock-apply takes it). */
+#define ORDER_MAX_SKU FIELD_MAX_NAME
+#define ORDER_MAX_KEY FIELD_MAX_KEY
 
 /*
  * One request as the client sent it. The strings are borrowed: they must live
@@ -36,7 +38,8 @@ struct order_result {
 	int has_quantity;
 	char *vendor;
 	char *status;
-	const char *error;	/* "insufficient_stock", "unknown_sku", "invalid_request" */
+	const char *error;	/* "insufficient_stock", "unknown_sku", "invalid_request",
+				   "idempotency_key_reused" */
 	char *key;
 	int existing;		/* an earlier order found again by its key, not placed now */
 };
@@ -68,6 +71,9 @@ int orders_prepare(PGconn *c);
  * rq[i]; on ORDERS_OK every result is committed. The caller frees each with
  * order_result_clear (harmless after a failure, when all are empty).
  * A request whose key appears earlier in the batch gets the earlier answer.
+ * A request whose key already names another request (another SKU or
+ * quantity), in the database or earlier in the batch, is rejected
+ * "idempotency_key_reused" and places nothing (SPEC §5).
  */
 int orders_place(PGconn *c, const struct order_request *rq, size_t n, struct order_result *res);
 void order_result_clear(struct order_result *res);

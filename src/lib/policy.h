@@ -24,7 +24,7 @@ enum {
 	EXIT_BUG = EX_SOFTWARE,		/* 70: an internal error */
 	EXIT_NOMEM = EX_OSERR,		/* 71: out of memory, or no process could start */
 	EXIT_CANT_CREATE = EX_CANTCREAT,	/* 73: an output file cannot be opened */
-	EXIT_OUTPUT = EX_IOERR,		/* 74: writing the output failed */
+	EXIT_OUTPUT = EX_IOERR,		/* 74: reading the input or writing the output failed */
 	EXIT_BUSY = EX_TEMPFAIL		/* 75: another run holds the lock */
 };
 
@@ -38,6 +38,24 @@ enum {
 #define BACKOFF_MQ_NACK		BACKOFF_INIT(0.1, 2.0)	/* the broker refused a publish */
 #define BACKOFF_HTTP		BACKOFF_INIT(0.2, 5.0)	/* a vendor's transient error */
 #define BACKOFF_CHILD		BACKOFF_INIT(0.1, 5.0)	/* restarting a child that died */
+
+/*
+ * A wait (broker unreachable, a queue that does not work, a child that
+ * answers nothing) is said on stderr when it starts and again every this
+ * many seconds while it lasts (OA_WAIT_REPORT overrides, for tests).
+ */
+#define WAIT_REPORT_INTERVAL	60.0
+
+/*
+ * amqp-consume returns a message held unanswered this long before the
+ * broker's consumer_timeout (or after half of it, when that is shorter),
+ * and assumes RabbitMQ's default (30 min since 3.8.15) unless told.
+ */
+#define CONSUMER_TIMEOUT_DEFAULT	1800.0
+#define CONSUMER_TIMEOUT_MARGIN		60.0
+
+/* amqp-consume's --grace: seconds a stopping child gets to answer before it is killed. */
+#define GRACE_DEFAULT		10.0
 
 /* How long a program waits for the database before giving up (OA_DB_PATIENCE overrides). */
 #define DB_PATIENCE_DEFAULT	10.0
