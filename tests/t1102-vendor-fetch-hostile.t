@@ -40,9 +40,8 @@ for i in $(seq 1 100); do [ -s "$TRASH/serve.port" ] && break; sleep 0.1; done
 W=http://127.0.0.1:$(cat "$TRASH/serve.port")
 
 test_expect_success 'a gzip bomb fails its vendor at the cap; the other vendors are written; exit 69' '
-	{ /usr/bin/time -f %M -o rss vendor-fetch --base "$M" acme bomb="$W/bomb.gz" globex \
-		>out 2>err; rc=$?; } ;
-	expect_eq 69 "$rc" "exit status" &&
+	test_expect_code 69 /usr/bin/time -f %M -o rss vendor-fetch --base "$M" acme bomb="$W/bomb.gz" globex \
+		>out 2>err &&
 	expect_grep "^vendor-fetch: bomb: response larger than 67108864 bytes after 1 attempt; no lines written for bomb" err &&
 	expect_eq 0 "$(grep -c "\"vendor\":\"bomb\"" out)" "lines of bomb" &&
 	expect_eq "acme complete 3
@@ -52,9 +51,8 @@ globex complete 4" "$(jq -r "select(.snapshot) | \"\(.vendor) \(.snapshot) \(.it
 '
 
 test_expect_success '--max-bytes lowers the cap: the bomb stops sooner' '
-	{ /usr/bin/time -f %M -o rss vendor-fetch --max-bytes 1048576 bomb="$W/bomb.gz" \
-		>out 2>err; rc=$?; } ;
-	expect_eq 69 "$rc" "exit status" &&
+	test_expect_code 69 /usr/bin/time -f %M -o rss vendor-fetch --max-bytes 1048576 bomb="$W/bomb.gz" \
+		>out 2>err &&
 	expect_grep "bomb: response larger than 1048576 bytes" err &&
 	say "peak RSS $(tail -n 1 rss) kB" &&
 	test "$(tail -n 1 rss)" -lt $((32 * 1024))
@@ -70,14 +68,12 @@ test_expect_success 'six 60 MB responses under --max-total 128 MiB: all written,
 '
 
 test_expect_success 'a control byte before the array: the vendor fails saying why (found by make fuzz)' '
-	{ vendor-fetch ctl="$W/ctl.json" >out 2>err; rc=$?; } ;
-	expect_eq 69 "$rc" "exit status" &&
+	test_expect_code 69 vendor-fetch ctl="$W/ctl.json" >out 2>err &&
 	expect_grep "^vendor-fetch: ctl: the response is not valid JSON (near byte 0) after 1 attempt" err
 '
 
 test_expect_success 'a --max-total below --max-bytes is a usage error' '
-	{ vendor-fetch --max-bytes 2048 --max-total 1024 a=http://127.0.0.1:1/ >out 2>err; rc=$?; } ;
-	expect_eq 64 "$rc" "exit status" && expect_grep "max-total" err
+	test_expect_code 64 vendor-fetch --max-bytes 2048 --max-total 1024 a=http://127.0.0.1:1/ >out 2>err && expect_grep "max-total" err
 '
 
 test_done

@@ -15,9 +15,7 @@ test_expect_success 'a line over the broker max_message_size: line 3 reported, t
 	on_exit "rabbitmqctl eval \"application:set_env(rabbit, max_message_size, $old).\"" &&
 	rabbitmqctl eval "application:set_env(rabbit, max_message_size, 1024)." >/dev/null &&
 	{ echo "{\"n\":1}"; echo "{\"n\":2}"; big_line 3 2000; echo "{\"n\":4}"; echo "{\"n\":5}"; } >in &&
-	{ timeout 60 amqp-publish -q $Q.size --patience 10 <in 2>err.txt; rc=$?; } ;
-	cat err.txt >&2;
-	expect_eq 65 "$rc" "exit status" &&
+	test_expect_code 65 timeout 60 amqp-publish -q $Q.size --patience 10 <in 2>err.txt &&
 	expect_grep "^amqp-publish: line 3: the broker refused it: .*larger than" err.txt &&
 	! grep -q "line [1245]:" err.txt &&
 	wait_depth $Q.size 4 &&
@@ -34,9 +32,7 @@ test_expect_success 'once the limit is known, more large lines are refused witho
 	for i in $(seq 1 200); do
 		if [ $((i % 20)) = 7 ]; then big_line $i 1500; else echo "{\"n\":$i}"; fi
 	done >in &&
-	{ timeout 60 amqp-publish -q $Q.many --patience 10 <in 2>err.txt; rc=$?; } ;
-	cat err.txt >&2;
-	expect_eq 65 "$rc" "exit status" &&
+	test_expect_code 65 timeout 60 amqp-publish -q $Q.many --patience 10 <in 2>err.txt &&
 	expect_eq 10 "$(grep -c "the broker refused it" err.txt)" "refused lines" &&
 	expect_grep "^amqp-publish: line 187: the broker refused it" err.txt &&
 	wait_depth $Q.many 190 &&
@@ -47,8 +43,7 @@ test_expect_success 'once the limit is known, more large lines are refused witho
 
 test_expect_success '--max-message-size refuses a longer line before sending it' '
 	{ echo "{\"n\":1}"; big_line 2 600; echo "{\"n\":3}"; } >in &&
-	{ amqp-publish -q $Q.opt --max-message-size 512 <in 2>err.txt; rc=$?; } ;
-	expect_eq 65 "$rc" "exit status" &&
+	test_expect_code 65 amqp-publish -q $Q.opt --max-message-size 512 <in 2>err.txt &&
 	expect_grep "^amqp-publish: line 2: the broker refused it: message size 6[0-9][0-9] is larger than the broker.s max size 512" err.txt &&
 	wait_depth $Q.opt 2 &&
 	drain $Q.opt >got && expect_eq "1 3" "$(jq -r .n got | xargs)" "published"

@@ -66,8 +66,7 @@ test_expect_success 'OA_HTTP_MAX_PER_CLIENT lowers the limit: the connections pa
 '
 
 test_expect_success 'a bad OA_HTTP_MAX_PER_CLIENT is a usage error' '
-	{ OA_HTTP_MAX_PER_CLIENT=x timeout 10 order-api --listen 127.0.0.1:0 -q $Q >out.txt 2>err.txt; rc=$?; } ;
-	expect_eq 64 "$rc" "exit status" && expect_grep "OA_HTTP_MAX_PER_CLIENT" err.txt
+	test_expect_code 64 env OA_HTTP_MAX_PER_CLIENT=x timeout 10 order-api --listen 127.0.0.1:0 -q $Q >out.txt 2>err.txt && expect_grep "OA_HTTP_MAX_PER_CLIENT" err.txt
 '
 
 test_done
