@@ -72,6 +72,15 @@ test_expect_success 'a control byte before the array: the vendor fails saying wh
 	expect_grep "^vendor-fetch: ctl: the response is not valid JSON (near byte 0) after 1 attempt" err
 '
 
+test_expect_success 'an item whose SKU is longer than 255 bytes is skipped; the snapshot is partial' '
+	printf "[{\"sku\":\"%s\",\"quantity\":1},{\"sku\":\"ok\",\"quantity\":2}]" \
+		"$(head -c 300 /dev/zero | tr "\0" x)" >"$TRASH/www/long.json" &&
+	vendor-fetch v="$W/long.json" >out 2>err &&
+	expect_grep "v: item 1 (.\[0\]): \"sku\" is longer than 255 bytes; skipped" err &&
+	expect_eq "ok" "$(jq -r "select(.sku) | .sku" out)" "written" &&
+	expect_eq partial "$(jq -r "select(.snapshot) | .snapshot" out)" "snapshot"
+'
+
 test_expect_success 'a --max-total below --max-bytes is a usage error' '
 	test_expect_code 64 vendor-fetch --max-bytes 2048 --max-total 1024 a=http://127.0.0.1:1/ >out 2>err && expect_grep "max-total" err
 '

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "policy.h"
 #include "utf8.h"
+#include "validate.h"
 
 #define BAD_ITEM_WARNINGS 10		/* per vendor; then one summary line */
 
@@ -66,6 +67,9 @@ stock_item_problem(const cJSON *it, const char **sku, long long *qty)
 		return "is not a JSON object";
 	if ((*sku = json_string(it, "sku")) == NULL || **sku == '\0')
 		return "\"sku\" must be a non-empty string";
+	/* What stock-apply would refuse as a bad line is not passed on (lib/validate). */
+	if (strlen(*sku) > FIELD_MAX_NAME)
+		return "\"sku\" is longer than 255 bytes";
 	if (!utf8_valid(*sku))
 		return "\"sku\" is not valid UTF-8";
 	if (json_int(it, "quantity", 0, STOCK_MAX_QUANTITY, qty) < 0)
