@@ -82,6 +82,47 @@ demo: deps all
 bench: deps all
 	scripts/bench/run
 
+# libFuzzer harnesses (tests/fuzz/fuzz-NAME.c), built with clang and run
+# for FUZZ_SECONDS each, one after the other; FUZZ=NAME runs only that one.
+# Each keeps the inputs that found new paths in tests/fuzz/corpus/NAME (its
+# seeds are committed); a crash is saved in build/fuzz/NAME-crash-* and stops
+# the run. Not part of `make check`.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS   = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -DOA_VERSION='"$(VERSION)"' \
+	-fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZERS      = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ         ?= $(FUZZERS)
+FUZZ_LIBOBJ  = $(patsubst src/lib/%.c,build/fuzz/lib/%.o,$(LIBSRC))
+
+build/fuzz/lib/%.o: src/lib/%.c src/lib/*.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/liboa.a: $(FUZZ_LIBOBJ)
+	$(AR) rcs $@ $^
+
+build/fuzz/fuzz-%: tests/fuzz/fuzz-%.c build/fuzz/liboa.a
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/liboa.a $(LDLIBS)
+
+fuzz-build: $(addprefix build/fuzz/fuzz-,$(FUZZERS))
+
+fuzz: fuzz-build
+
+fuzz-build: fuzz-deps
+
+fuzz-deps:
+	scripts/deps fuzz
+	@for f in $(FUZZ); do \
+		echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+		mkdir -p tests/fuzz/corpus/$$f && \
+		build/fuzz/fuzz-$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=16384 \
+			-close_fd_mask=2 -print_final_stats=1 -artifact_prefix=build/fuzz/$$f- \
+			tests/fuzz/corpus/$$f 2>build/fuzz/$$f.log || \
+			{ tail -n 60 build/fuzz/$$f.log; echo "fuzz: $$f failed; its log: build/fuzz/$$f.log"; exit 1; }; \
+		grep -E "^stat::(number_of_executed_units|peak_rss_mb)|DONE" build/fuzz/$$f.log; \
+	done
+
 # Debian's amqp-tools has programs and man pages of these names: ours stay in
 # LIBEXECDIR, their pages go in as section 1oa (man 1oa amqp-consume) and in
 # LIBEXECDIR/man, which man(1) searches first when LIBEXECDIR leads PATH.
@@ -161,5 +202,5 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all check demo bench deps install deb clean lint-man FORCE
+.PHONY: all check demo bench deps install deb clean lint-man fuzz fuzz-build fuzz-deps FORCE
 .SECONDARY:

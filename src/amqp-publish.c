@@ -15,6 +15,8 @@
 #include "lib/xalloc.h"
 
 #define MAX_NACKS	5	/* a line the broker refuses this often is given up */
+/* RabbitMQ's default max_message_size (128 MiB; at most 512 MiB): policy.h material. */
+#define MAX_MESSAGE_SIZE_DEFAULT	(128L << 20)
 
 struct line {
 	long lineno;
@@ -22,12 +24,13 @@ struct line {
 	size_t len;
 	unsigned generation;	/* the connection it was published on; 0: not published since its nack */
 	int nacks;
-	int done;		/* confirmed, or given up after MAX_NACKS */
+	int done;		/* confirmed, refused, or given up after MAX_NACKS */
 };
 
 struct batch {
 	struct line *v;
 	size_t n, cap, left;	/* left: published or not, not yet done */
+	size_t inflight;	/* published on this connection, awaiting their confirm */
 	struct mq_confirms waits;	/* lines published and awaiting their confirm */
 	int again;		/* a nack asked for some line to be published again */
 };
@@ -36,16 +39,25 @@ static struct {
 	const char *queue, *exchange, *key;
 	long max_deliveries;
 	double patience;
-} opt = { QUEUE_DEFAULT, NULL, NULL, MAX_DELIVERIES_DEFAULT, 30 };
+	long max_size;		/* --max-message-size, lowered to what the broker says */
+} opt = { QUEUE_DEFAULT, NULL, NULL, MAX_DELIVERIES_DEFAULT, 30, MAX_MESSAGE_SIZE_DEFAULT };
 
 static struct mq mq;
-static long confirmed, returned, refused, bad_lines;
+static long confirmed, returned, refused, too_large, bad_lines;
+/*
+ * The longest line the broker has confirmed. A longer one might be over the
+ * broker's max_message_size, which closes the channel and voids the confirms
+ * of everything published with it: so it goes out alone, once every earlier
+ * line is confirmed, and nothing follows it until its own confirm.
+ */
+static size_t accepted_max;
 
 static void
 usage(FILE *fp, int code)
 {
 	fprintf(fp, "usage: %s [-q QUEUE | -e EXCHANGE -k ROUTING_KEY] [--max-deliveries N]\n"
-	    "       [--batch N] [--patience S] < lines.jsonl\n", progname);
+	    "       [--batch N] [--patience S] [--max-message-size BYTES] < lines.jsonl\n",
+	    progname);
 	exit(code);
 }
 
@@ -159,6 +171,21 @@ fill(struct batch *b, struct jsonl *r)
 	return 0;
 }
 
+/* Refuse a line before it is sent: the broker would close the channel over it. */
+static void
+refuse_line(struct batch *b, struct line *l, const char *why)
+{
+	warn_line(l->lineno, "the broker refused it: %s; not published", why);
+	l->done = 1;
+	too_large++;
+	b->left--;
+}
+
+/*
+ * Publish the lines not yet published on this connection, in order, up to a
+ * line longer than any the broker has confirmed (see accepted_max): that one
+ * goes out only when nothing else is awaiting its confirm, and alone.
+ */
 static int
 publish_unsent(struct batch *b)
 {
@@ -171,12 +198,56 @@ publish_unsent(struct batch *b)
 
 		if (l->done || l->generation == mq.generation)
 			continue;
+		if (l->len > (size_t)opt.max_size) {
+			char why[128];
+
+			snprintf(why, sizeof why, "message size %zu is larger than the broker's "
+			    "max size %ld", l->len, opt.max_size);
+			refuse_line(b, l, why);
+			continue;
+		}
+		if (l->len > accepted_max && b->inflight > 0)
+			return 0;
 		if (mq_publish(&mq, exchange, key, l->body, l->len, 0, &seq) < 0)
 			return -1;
 		l->generation = mq.generation;
 		mq_confirms_add(&b->waits, &mq, seq, l, 0);
+		b->inflight++;
+		if (l->len > accepted_max)
+			return 0;
 	}
 	return 0;
+}
+
+/*
+ * The broker closed the channel because a message was over its
+ * max_message_size ("message size N is larger than [configured] max size M"):
+ * learn M, and refuse the unconfirmed lines above it. 1 if that was it.
+ */
+static int
+size_refused(struct batch *b)
+{
+	const char *p = strstr(mq.why, "max size ");
+	long max;
+	int found = 0;
+
+	if (mq.code != AMQP_PRECONDITION_FAILED || strstr(mq.why, "message size ") == NULL ||
+	    p == NULL || (max = strtol(p + 9, NULL, 10)) <= 0)
+		return 0;
+	if (max < opt.max_size)
+		opt.max_size = max;
+	for (size_t i = 0; i < b->n; i++) {
+		struct line *l = &b->v[i];
+		char why[128];
+
+		if (l->done || l->generation == 0 || l->len <= (size_t)max)
+			continue;
+		snprintf(why, sizeof why, "message size %zu is larger than its max size %ld",
+		    l->len, max);
+		refuse_line(b, l, why);
+		found = 1;
+	}
+	return found;
 }
 
 /* A line's confirm: an ack counts it; a nack has it published again, up to MAX_NACKS times. */
@@ -186,11 +257,15 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 	struct batch *b = arg;
 	struct line *l = w->item;
 
+	b->inflight--;
 	if (acked) {
 		l->done = 1;
 		confirmed++;
+		if (l->len > accepted_max)
+			accepted_max = l->len;
 	} else if (++l->nacks >= MAX_NACKS) {
-		warn_line(l->lineno, "the broker refused it %d times; not published", l->nacks);
+		warn_line(l->lineno, "the broker refused it: nacked %d times (queue full?); not "
+		    "published", l->nacks);
 		l->done = 1;
 		refused++;
 	} else {
@@ -202,13 +277,13 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 	return 0;
 }
 
-/* Read confirms until every line is settled: 0; 1: republish some; -1: connection lost. */
+/* Read confirms until every published line is settled: 0; 1: republish some; -1: connection lost. */
 static int
 await_confirms(struct batch *b)
 {
 	double quiet_since = now_seconds();
 
-	while (b->left > 0) {
+	while (b->inflight > 0) {
 		struct mq_event ev;
 
 		mq_next_event(&mq, 1.0, &ev);
@@ -246,26 +321,30 @@ await_confirms(struct batch *b)
 static void
 confirm_batch(struct batch *b)
 {
-	struct backoff nack_wait = BACKOFF_MQ_NACK;
+	struct backoff nack_wait = BACKOFF_MQ_NACK, lost_wait = BACKOFF_MQ_CONNECT;
 	double lost_at = -1;
 
-	for (;;) {
+	while (b->left > 0) {
 		int rc;
 
 		if (!mq_connected(&mq) && link_up(b) < 0)
 			give_up(b, "unavailable");
 		if (publish_unsent(b) < 0 || (rc = await_confirms(b)) < 0) {
+			b->inflight = 0;
+			if (size_refused(b))
+				continue;	/* the broker's answer: not a failure */
 			warning("broker %s: %s; reconnecting to publish %zu unconfirmed lines again",
 			    mq.target, mq.why, b->left);
 			if (lost_at < 0)
 				lost_at = now_seconds();
 			else if (now_seconds() - lost_at > opt.patience)
 				give_up(b, "the connection keeps failing");
+			/* A broker that takes the connection and drops it again: no storm. */
+			sleep_seconds(backoff_next(&lost_wait), NULL);
 			continue;
 		}
-		if (rc == 0)
-			return;
-		sleep_seconds(backoff_next(&nack_wait), NULL);
+		if (rc == 1)
+			sleep_seconds(backoff_next(&nack_wait), NULL);
 	}
 }
 
@@ -274,7 +353,7 @@ clear(struct batch *b)
 {
 	for (size_t i = 0; i < b->n; i++)
 		free(b->v[i].body);
-	b->n = b->left = 0;
+	b->n = b->left = b->inflight = 0;
 }
 
 static void
@@ -287,6 +366,7 @@ parse_options(int argc, char **argv, long *batch)
 		{ "max-deliveries", required_argument, NULL, 'm' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "patience", required_argument, NULL, 'P' },
+		{ "max-message-size", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -301,6 +381,7 @@ parse_options(int argc, char **argv, long *batch)
 		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
 		case 'b': *batch = option_long("--batch", optarg, 1, 65536); break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 86400); break;
+		case 'M': opt.max_size = option_long("--max-message-size", optarg, 1, 512L << 20); break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
 		default: usage(stderr, EXIT_USAGE);
@@ -356,5 +437,8 @@ main(int argc, char **argv)
 	if (returned > 0 || refused > 0)
 		die(EXIT_UNAVAILABLE, "%ld lines were confirmed; %ld were returned unroutable and "
 		    "%ld refused by the broker", confirmed - returned, returned, refused);
+	if (too_large > 0)
+		die(EXIT_BAD_INPUT, "%ld lines were confirmed; %ld too large for the broker were "
+		    "not published", confirmed, too_large);
 	return bad_lines > 0 ? EXIT_BAD_INPUT : EXIT_OK;
 }

@@ -777,6 +777,7 @@ main(int argc, char **argv)
 		.flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
 		    MHD_ALLOW_SUSPEND_RESUME,
 		.connection_limit = CONNECTION_LIMIT,
+		.per_client_limit = HTTPD_PER_CLIENT_DEFAULT,
 		.handle = route,
 		.opened = request_opened,
 		.closed = request_closed,

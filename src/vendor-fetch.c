@@ -19,6 +19,7 @@
 #include "lib/policy.h"
 #include "lib/retry.h"
 #include "lib/spawn.h"
+#include "lib/stockscan.h"
 #include "lib/utf8.h"
 #include "lib/xalloc.h"
 
@@ -30,9 +31,6 @@
  * block (parsed again an item at a time), so a vendor's lines are never
  * interleaved with another's and a broken response writes none.
  */
-
-#define MAX_QUANTITY 9007199254740991LL	/* 2^53 - 1: exact in a JSON number */
-#define BAD_ITEM_WARNINGS 10		/* per vendor; then one summary line */
 
 enum state { WAITING, RUNNING, DONE, FAILED };
 
@@ -51,13 +49,18 @@ struct vendor {
 	char why[CURL_ERROR_SIZE + 64];
 };
 
+/* Defaults of --max-bytes and --max-total (policy.h material). */
+#define MAX_BYTES_DEFAULT	(64UL << 20)
+#define MAX_TOTAL_DEFAULT	(1UL << 30)
+
 static struct {
-	struct http_limits lim;
+	struct http_limits lim;	/* lim.max_bytes: one response, as decoded */
+	size_t max_total;	/* every response held at once */
 	long retries;
 	const char *filter;
-	char fmt[64];		/* a number, true, false or null, as cJSON prints it */
 } opt = {
-	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = 1UL << 30 },
+	.lim = { .timeout = 30, .connect_timeout = 10, .max_bytes = MAX_BYTES_DEFAULT },
+	.max_total = MAX_TOTAL_DEFAULT,
 	.retries = 3,
 };
 
@@ -65,147 +68,11 @@ static void
 usage(FILE *fp, int code)
 {
 	fprintf(fp, "usage: %s [--base URL] [--retries N] [--timeout S] [--max-bytes N]\n"
-	    "       [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
+	    "       [--max-total N] [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
 	exit(code);
 }
 
 /* --- writing ---------------------------------------------------------------- */
-
-static void
-put_value(const cJSON *v)
-{
-	const cJSON *c;
-
-	if (cJSON_IsString(v)) {
-		utf8_put_json_string(stdout, v->valuestring);
-		return;
-	}
-	/* Most values are small integers; print those without cJSON's round trip. */
-	if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
-	    fabs(v->valuedouble) < 1e15) {
-		printf("%lld", (long long)v->valuedouble);
-		return;
-	}
-	/* Containers are walked here so their strings get utf8_put_json_string's care too. */
-	if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
-		putchar_unlocked(cJSON_IsArray(v) ? '[' : '{');
-		for (c = v->child; c != NULL; c = c->next) {
-			if (c != v->child)
-				putchar_unlocked(',');
-			if (cJSON_IsObject(v)) {
-				utf8_put_json_string(stdout, c->string ? c->string : "");
-				putchar_unlocked(':');
-			}
-			put_value(c);
-		}
-		putchar_unlocked(cJSON_IsArray(v) ? ']' : '}');
-		return;
-	}
-	/* Other numbers, true, false, null: cJSON's own spelling. */
-	if (!cJSON_PrintPreallocated((cJSON *)v, opt.fmt, sizeof opt.fmt, 0))
-		die(EXIT_BUG, "cannot format a number");
-	fputs_unlocked(opt.fmt, stdout);
-}
-
-/* Fields we write ourselves; an item's own fields of these names are dropped. */
-static int
-reserved_field(const char *k)
-{
-	return strcmp(k, "vendor") == 0 || strcmp(k, "sku") == 0 || strcmp(k, "quantity") == 0 ||
-	    strcmp(k, "fetched_at") == 0 || strcmp(k, "snapshot") == 0;
-}
-
-static const char *
-item_problem(const cJSON *it, const char **sku, long long *qty)
-{
-	if (!cJSON_IsObject(it))
-		return "is not a JSON object";
-	if ((*sku = json_string(it, "sku")) == NULL || **sku == '\0')
-		return "\"sku\" must be a non-empty string";
-	if (!utf8_valid(*sku))
-		return "\"sku\" is not valid UTF-8";
-	if (json_int(it, "quantity", 0, MAX_QUANTITY, qty) < 0)
-		return "\"quantity\" must be an integer >= 0";
-	return NULL;
-}
-
-static void
-put_item(const struct vendor *v, const char *sku, long long qty, const char *stamp,
-    const cJSON *it)
-{
-	fputs_unlocked("{\"vendor\":", stdout);
-	utf8_put_json_string(stdout, v->name);
-	fputs_unlocked(",\"sku\":", stdout);
-	utf8_put_json_string(stdout, sku);
-	printf(",\"quantity\":%lld,\"fetched_at\":\"%s\"", qty, stamp);
-	for (const cJSON *f = it->child; f != NULL; f = f->next) {
-		if (f->string == NULL || reserved_field(f->string))
-			continue;
-		putchar_unlocked(',');
-		utf8_put_json_string(stdout, f->string);
-		putchar_unlocked(':');
-		put_value(f);
-	}
-	fputs_unlocked("}\n", stdout);
-}
-
-static void
-utc_stamp(const struct timespec *ts, char *buf, size_t n)
-{
-	struct tm tm;
-	char sec[32];
-
-	gmtime_r(&ts->tv_sec, &tm);
-	strftime(sec, sizeof sec, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, n, "%s.%03dZ", sec, (int)(ts->tv_nsec / 1000000) % 1000);
-}
-
-/*
- * A vendor's block: its valid items, then the closing line. An invalid item
- * is skipped and makes the snapshot "partial", so stock-apply withdraws
- * nothing on the strength of a list we know to be incomplete.
- */
-struct block {
-	const struct vendor *v;
-	char stamp[64];
-	long idx, written, bad;
-};
-
-static void
-block_begin(struct block *b, const struct vendor *v)
-{
-	memset(b, 0, sizeof *b);
-	b->v = v;
-	utc_stamp(&v->started, b->stamp, sizeof b->stamp);
-}
-
-static void
-block_item(struct block *b, const cJSON *it)
-{
-	const char *sku, *why;
-	long long qty;
-
-	if ((why = item_problem(it, &sku, &qty)) != NULL) {
-		if (b->bad++ < BAD_ITEM_WARNINGS)
-			warning("%s: item %ld (.[%ld]): %s; skipped", b->v->name, b->idx + 1,
-			    b->idx, why);
-	} else {
-		put_item(b->v, sku, qty, b->stamp, it);
-		b->written++;
-	}
-	b->idx++;
-}
-
-static void
-block_end(struct block *b)
-{
-	if (b->bad > BAD_ITEM_WARNINGS)
-		warning("%s: %ld more invalid items skipped", b->v->name, b->bad - BAD_ITEM_WARNINGS);
-	fputs_unlocked("{\"vendor\":", stdout);
-	utf8_put_json_string(stdout, b->v->name);
-	printf(",\"snapshot\":\"%s\",\"items\":%ld,\"fetched_at\":\"%s\"}\n",
-	    b->bad ? "partial" : "complete", b->written, b->stamp);
-}
 
 static void
 block_flush(const struct vendor *v)
@@ -219,122 +86,28 @@ block_flush(const struct vendor *v)
 static void
 write_block(const struct vendor *v, const cJSON *items)
 {
-	struct block b;
+	struct stock_block b;
 
-	block_begin(&b, v);
+	stock_block_begin(&b, v->name, &v->started);
 	for (const cJSON *it = items->child; it != NULL; it = it->next)
-		block_item(&b, it);
-	block_end(&b);
+		stock_block_item(&b, it);
+	stock_block_end(&b);
 	block_flush(v);
 }
 
 /* --- parsing ------------------------------------------------------------------ */
 
-static const char *
-skip_blank(const char *p, const char *end)
-{
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-static int
-all_blank(const char *p, const char *end)
-{
-	return skip_blank(p, end) == end;
-}
-
-/* The whole body as one JSON array. */
-static cJSON *
-parse_array(struct vendor *v, const char *buf, size_t len, const char *what)
-{
-	const char *end = NULL;
-	cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
-
-	if (root == NULL) {
-		snprintf(v->why, sizeof v->why, "%s is not valid JSON (near byte %td)", what,
-		    end != NULL ? end - buf : (ptrdiff_t)0);
-		return NULL;
-	}
-	if (!all_blank(end, buf + len)) {
-		snprintf(v->why, sizeof v->why, "%s has data after its JSON value (at byte %td)",
-		    what, end - buf);
-		cJSON_Delete(root);
-		return NULL;
-	}
-	if (!cJSON_IsArray(root)) {
-		snprintf(v->why, sizeof v->why, "%s is not a JSON array of items", what);
-		cJSON_Delete(root);
-		return NULL;
-	}
-	return root;
-}
-
-/*
- * Each item of the response's array, in order, into block b (NULL: just
- * check the syntax). cJSON parses the items, so only one is ever a tree; just the
- * array's own brackets and commas are read here. -1, with v->why, if the
- * response is not such an array.
- */
-static int
-each_item(struct vendor *v, const char *buf, size_t len, struct block *b)
-{
-	const char *p, *stop = NULL, *end = buf + len;
-	cJSON *it;
-
-	p = skip_blank(buf, end);
-	if (p == end || *p != '[') {	/* not an array: say what it is instead */
-		cJSON_Delete(parse_array(v, buf, len, "the response"));
-		return -1;
-	}
-	p = skip_blank(p + 1, end);
-	if (p < end && *p == ']')
-		p++;
-	else for (;;) {
-		if ((it = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &stop, 0)) == NULL) {
-			p = stop != NULL ? stop : p;
-			goto invalid;
-		}
-		if (b != NULL)
-			block_item(b, it);
-		cJSON_Delete(it);
-		p = skip_blank(stop, end);
-		if (p < end && *p == ',') {
-			p++;
-			continue;
-		}
-		if (p < end && *p == ']') {
-			p++;
-			break;
-		}
-		goto invalid;
-	}
-	if (!all_blank(p, end)) {
-		snprintf(v->why, sizeof v->why, "the response has data after its JSON value "
-		    "(at byte %td)", p - buf);
-		return -1;
-	}
-	return 0;
-invalid:
-	snprintf(v->why, sizeof v->why, "the response is not valid JSON (near byte %td)", p - buf);
-	return -1;
-}
-
 /*
  * The response checked whole first, then parsed again item by item as its
- * block is written: a response that breaks off writes nothing, and memory
- * holds the body and one item rather than a tree of every item.
+ * block is written (lib/stockscan): a response that breaks off writes
+ * nothing, and memory holds the body and one item rather than a tree of
+ * every item.
  */
 static int
 stream_array(struct vendor *v, const char *buf, size_t len)
 {
-	struct block b;
-
-	if (each_item(v, buf, len, NULL) < 0)
+	if (stock_write(v->name, &v->started, buf, len, v->why, sizeof v->why) < 0)
 		return -1;
-	block_begin(&b, v);
-	each_item(v, buf, len, &b);
-	block_end(&b);
 	block_flush(v);
 	return 0;
 }
@@ -349,7 +122,7 @@ parse_jq_output(struct vendor *v, const char *buf, size_t len)
 	const char *p = buf, *end = buf + len, *stop;
 	cJSON *list = NULL, *val;
 
-	while (!all_blank(p, end)) {
+	while (!stock_all_blank(p, end)) {
 		val = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &stop, 0);
 		if (val == NULL) {
 			snprintf(v->why, sizeof v->why, "the filter's output is not valid JSON");
@@ -357,7 +130,7 @@ parse_jq_output(struct vendor *v, const char *buf, size_t len)
 			return NULL;
 		}
 		p = stop;
-		if (list == NULL && cJSON_IsArray(val) && all_blank(p, end))
+		if (list == NULL && cJSON_IsArray(val) && stock_all_blank(p, end))
 			return val;
 		if (list == NULL)
 			list = xalloc_check(cJSON_CreateArray());
@@ -424,6 +197,8 @@ run_filter(struct vendor *v)
 		snprintf(v->why, sizeof v->why, "--filter: cannot set up a temporary file or pipe");
 		goto done;
 	}
+	/* jq reads the file: the body's memory is free for jq's output. */
+	buf_free(&v->resp.body);
 	fds = (struct spawn_fds){ .in = fileno(in), .out = pfd[1], .err = fileno(err) };
 	rc = spawn_child(&pid, argv, &fds, 0);
 	close(pfd[1]);
@@ -485,6 +260,7 @@ deliver(struct vendor *v)
 struct fetch {
 	struct vendor *vs;
 	size_t n;
+	size_t running, slots;	/* transfers running, and at most: --max-total / --max-bytes */
 	struct http_loop loop;
 };
 
@@ -499,6 +275,7 @@ start(struct fetch *f, struct vendor *v)
 		die(EXIT_BUG, "%s: %s", v->name, v->resp.err);
 	v->attempts++;
 	v->state = RUNNING;
+	f->running++;
 	v->deadline = now_seconds() + opt.lim.timeout;
 	clock_gettime(CLOCK_REALTIME, &v->started);
 	http_loop_add(&f->loop, v->h);
@@ -523,6 +300,9 @@ finished(struct vendor *v, CURLcode rc)
 	double delay;
 
 	o = http_result(v->h, rc, &v->resp, &status, v->why, sizeof v->why);
+	/* A failed attempt's body is of no use: its memory goes back to the budget. */
+	if (o != HTTP_OK)
+		buf_free(&v->resp.body);
 	if (o == HTTP_OK) {
 		v->state = deliver(v) == 0 ? DONE : FAILED;
 		if (v->state == FAILED)
@@ -560,6 +340,7 @@ transfer_done(CURL *h, CURLcode rc, void *arg)
 	double t0 = now_seconds();
 
 	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&v);
+	f->running--;
 	finished(v, rc);
 	stalled(f, now_seconds() - t0);
 }
@@ -576,6 +357,7 @@ expire(struct fetch *f)
 		if (v->state != RUNNING || v->deadline > now)
 			continue;
 		http_loop_remove(&f->loop, v->h);
+		f->running--;
 		snprintf(v->resp.err, sizeof v->resp.err, "timed out after %g s", opt.lim.timeout);
 		finished(v, CURLE_OPERATION_TIMEDOUT);
 	}
@@ -595,14 +377,15 @@ vendors_due(void *arg)
 
 	expire(f);
 	now = now_seconds();
-	for (size_t i = 0; i < f->n; i++)
+	/* Vendors past the budget's slots wait their turn, in order. */
+	for (size_t i = 0; i < f->n && f->running < f->slots; i++)
 		if (f->vs[i].state == WAITING && f->vs[i].retry_at <= now)
 			start(f, &f->vs[i]);
 	next = now + 1.0;
 	for (size_t i = 0; i < f->n; i++) {
 		const struct vendor *v = &f->vs[i];
 
-		if (v->state == WAITING && v->retry_at < next)
+		if (v->state == WAITING && v->retry_at < next && f->running < f->slots)
 			next = v->retry_at;
 		if (v->state == RUNNING && v->deadline < next)
 			next = v->deadline;
@@ -616,7 +399,7 @@ vendors_due(void *arg)
 static void
 fetch_all(struct vendor *vs, size_t n)
 {
-	struct fetch f = { .vs = vs, .n = n };
+	struct fetch f = { .vs = vs, .n = n, .slots = opt.max_total / opt.lim.max_bytes };
 
 	http_loop_init(&f.loop, 0);
 	http_loop_drive(&f.loop, transfer_done, vendors_due, &f);
@@ -687,6 +470,7 @@ main(int argc, char **argv)
 		{ "retries", required_argument, NULL, 'r' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-bytes", required_argument, NULL, 'm' },
+		{ "max-total", required_argument, NULL, 'M' },
 		{ "filter", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -695,7 +479,7 @@ main(int argc, char **argv)
 	const char *base = config_vendor_base(), *why;
 	struct vendor *vs;
 	size_t n, failed = 0;
-	int ch;
+	int ch, total_given = 0;
 
 	log_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -707,6 +491,10 @@ main(int argc, char **argv)
 			opt.lim.max_bytes = (size_t)option_long("--max-bytes", optarg, 1,
 			    64L << 30);
 			break;
+		case 'M':
+			opt.max_total = (size_t)option_long("--max-total", optarg, 1, 64L << 30);
+			total_given = 1;
+			break;
 		case 'f': opt.filter = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': puts(OA_VERSION); return EXIT_OK;
@@ -715,6 +503,11 @@ main(int argc, char **argv)
 	}
 	if (opt.lim.timeout < 0.001)
 		die(EXIT_USAGE, "option --timeout: must be more than 0 seconds");
+	if (!total_given && opt.max_total < opt.lim.max_bytes)
+		opt.max_total = opt.lim.max_bytes;
+	if (opt.max_total < opt.lim.max_bytes)
+		die(EXIT_USAGE, "option --max-total: %zu is less than --max-bytes (%zu)",
+		    opt.max_total, opt.lim.max_bytes);
 	if (opt.lim.connect_timeout > opt.lim.timeout)
 		opt.lim.connect_timeout = opt.lim.timeout;
 	if (optind == argc) {

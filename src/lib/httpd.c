@@ -15,6 +15,7 @@
 #include "log.h"
 #include "num.h"
 #include "policy.h"
+#include "retry.h"
 #include "xalloc.h"
 
 #define PORT_MAX 65535
@@ -196,11 +197,20 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* --- the daemon ------------------------------------------------------------- */
 
-/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's messages as "PROG: libmicrohttpd: ..." */
+/*
+ * MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's messages as "PROG: libmicrohttpd: ...".
+ * A message repeated within a second is counted, not printed: one client
+ * over its connection limit must not fill the log with a line per attempt.
+ */
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+	static char last[1024];
+	static double last_at;
+	static unsigned long repeated;
 	char buf[1024];
+	double now = now_seconds();
 	size_t n;
 
 	(void)cls;
@@ -208,7 +218,18 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(buf);
 	while (n > 0 && buf[n - 1] == '\n')
 		buf[--n] = '\0';
-	warning("libmicrohttpd: %s", buf);
+	pthread_mutex_lock(&log_lock);
+	if (strcmp(buf, last) == 0 && now - last_at < 1.0) {
+		repeated++;
+	} else {
+		if (repeated > 0)
+			warning("libmicrohttpd: (%lu more times) %s", repeated, last);
+		warning("libmicrohttpd: %s", buf);
+		memcpy(last, buf, sizeof last);
+		last_at = now;
+		repeated = 0;
+	}
+	pthread_mutex_unlock(&log_lock);
 }
 
 /* The readiness line, with the port actually bound (port 0 picks one). */
@@ -236,13 +257,19 @@ httpd_start(struct httpd *srv, const struct httpd_addr *a, const char *shown)
 		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv },
 		{ MHD_OPTION_CONNECTION_LIMIT, srv->connection_limit, NULL },
 		{ MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout, NULL },
+		{ MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0, NULL },
 		{ MHD_OPTION_THREAD_POOL_SIZE, srv->threads, NULL },
 		{ MHD_OPTION_END, 0, NULL },
 	};
 	unsigned flags = srv->flags | MHD_USE_ERROR_LOG;
+	const char *env = getenv("OA_HTTP_MAX_PER_CLIENT");
 
+	if (env != NULL && *env != '\0')
+		srv->per_client_limit = (unsigned)option_long("OA_HTTP_MAX_PER_CLIENT", env, 0,
+		    1000000);
+	opts[5].value = srv->per_client_limit;
 	if (srv->threads == 0)
-		opts[5].option = MHD_OPTION_END;
+		opts[6].option = MHD_OPTION_END;
 	if (a->ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* The port is only for libmicrohttpd's messages; it binds to a->ss. */

@@ -41,7 +41,17 @@ struct httpd {
 	unsigned flags;		/* MHD_USE_* threading flags; httpd adds error log and IPv6 */
 	unsigned threads;	/* MHD_OPTION_THREAD_POOL_SIZE; 0: no pool */
 	unsigned connection_limit;
-	unsigned idle_timeout;	/* seconds a connection may sit idle */
+	/*
+	 * MHD_OPTION_PER_IP_CONNECTION_LIMIT: connections one client address
+	 * may hold at once, so one client cannot take them all; 0: no limit.
+	 * The environment's OA_HTTP_MAX_PER_CLIENT, when set, overrides it.
+	 */
+	unsigned per_client_limit;
+	/*
+	 * Seconds a connection may sit idle or stall in its request line,
+	 * headers or body (MHD_OPTION_CONNECTION_TIMEOUT) before it is closed.
+	 */
+	unsigned idle_timeout;
 	/* The whole request has arrived: answer it (or suspend it). */
 	enum MHD_Result (*handle)(struct httpd_req *r);
 	/* Optional: a request begins; and it ends (free what the server hung on it). */
@@ -52,6 +62,9 @@ struct httpd {
 	/* Set by httpd_start. */
 	struct MHD_Daemon *d;
 };
+
+/* The default per_client_limit of a public server (order-api). */
+#define HTTPD_PER_CLIENT_DEFAULT	256
 
 /*
  * Parse ADDR:PORT, ADDR a name, IPv4 or [IPv6]; a name is looked up for IPv4
