@@ -14,9 +14,6 @@
 #include "lib/retry.h"
 #include "lib/xalloc.h"
 
-#define MAX_NACKS	5	/* a line the broker refuses this often is given up */
-/* RabbitMQ's default max_message_size (128 MiB; at most 512 MiB): policy.h material. */
-#define MAX_MESSAGE_SIZE_DEFAULT	(128L << 20)
 
 struct line {
 	long lineno;

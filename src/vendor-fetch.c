@@ -49,9 +49,6 @@ struct vendor {
 	char why[CURL_ERROR_SIZE + 64];
 };
 
-/* Defaults of --max-bytes and --max-total (policy.h material). */
-#define MAX_BYTES_DEFAULT	(64UL << 20)
-#define MAX_TOTAL_DEFAULT	(1UL << 30)
 
 static struct {
 	struct http_limits lim;	/* lim.max_bytes: one response, as decoded */

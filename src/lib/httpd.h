@@ -63,8 +63,6 @@ struct httpd {
 	struct MHD_Daemon *d;
 };
 
-/* The default per_client_limit of a public server (order-api). */
-#define HTTPD_PER_CLIENT_DEFAULT	256
 
 /*
  * Parse ADDR:PORT, ADDR a name, IPv4 or [IPv6]; a name is looked up for IPv4

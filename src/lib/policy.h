@@ -88,6 +88,18 @@ enum {
 #define FIELD_MAX_NAME		255
 #define FIELD_MAX_KEY		256
 #define FIELD_MAX_EXACT		9007199254740992.0
+/* vendor-fetch: one decoded response (--max-bytes), all held at once (--max-total). */
+#define MAX_BYTES_DEFAULT	(64UL << 20)
+#define MAX_TOTAL_DEFAULT	(1UL << 30)
+/* order-api: connections from one client address (OA_HTTP_MAX_PER_CLIENT overrides). */
+#define HTTPD_PER_CLIENT_DEFAULT	256
+/*
+ * amqp-publish: RabbitMQ's default max_message_size (128 MiB; at most 512
+ * MiB), until the broker says otherwise; a line it refuses this often
+ * (nacks: the queue is full) is given up.
+ */
+#define MAX_MESSAGE_SIZE_DEFAULT	(128L << 20)
+#define MAX_NACKS		5
 
 /* The queue topology's defaults (mq_declare in amqp.c declares it). */
 #define QUEUE_DEFAULT		"orders"
