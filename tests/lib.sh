@@ -146,6 +146,25 @@ export DATABASE_URL RABBITMQ_URL
 QUEUE_PREFIX="$TEST_NAME.$$"
 
 sql() { psql -XqAt -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$*"; }
+# inject_sql_error TABLE INSERT|UPDATE SQLSTATE N|WHEN: rows written to TABLE
+# fail with SQLSTATE: the next N of them (a number), or those for which WHEN
+# (a condition on NEW) holds; uninject_sql_error TABLE takes it away
+inject_sql_error() {
+	local cond=$4
+	case $cond in '' | *[!0-9]*) ;; *) cond="nextval('injected') <= $4" ;; esac
+	sql "CREATE SEQUENCE IF NOT EXISTS injected;
+	     SELECT setval('injected', 1, false);
+	     CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
+	     BEGIN
+	         IF $cond THEN
+	             RAISE EXCEPTION 'injected failure' USING ERRCODE = '$3';
+	         END IF;
+	         RETURN NEW;
+	     END \$\$;
+	     DROP TRIGGER IF EXISTS inject ON $1;
+	     CREATE TRIGGER inject BEFORE $2 ON $1 FOR EACH ROW EXECUTE FUNCTION inject()" >/dev/null
+}
+uninject_sql_error() { sql "DROP TRIGGER IF EXISTS inject ON $1" >/dev/null; }
 rabbitmqctl() { "$TOP/scripts/services" rabbitmqctl "$@"; }
 queue_depth() {	# messages ready + unacked in queue $1
 	rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null |

@@ -5,24 +5,10 @@
 item() { printf '{"vendor":"%s","sku":"%s","quantity":%s}\n' "$1" "$2" "$3"; }
 snap() { printf '{"vendor":"%s","snapshot":"complete","items":%s}\n' "$1" "$2"; }
 qty() { sql "SELECT quantity FROM vendor_stock WHERE vendor = '$1' AND sku = '$2'"; }
-# inject TABLE INSERT|UPDATE SQLSTATE N: the next N rows written to TABLE fail with SQLSTATE
-inject() {
-	sql "CREATE SEQUENCE IF NOT EXISTS injected;
-	     SELECT setval('injected', 1, false);
-	     CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
-	     BEGIN
-	         IF nextval('injected') <= $4 THEN
-	             RAISE EXCEPTION 'injected failure' USING ERRCODE = '$3';
-	         END IF;
-	         RETURN NEW;
-	     END \$\$;
-	     DROP TRIGGER IF EXISTS inject ON $1;
-	     CREATE TRIGGER inject BEFORE $2 ON $1 FOR EACH ROW EXECUTE FUNCTION inject()" >/dev/null
-}
 
 test_expect_success 'a snapshot whose merge hits a serialization failure is applied on the next try' '
 	{ item acme A 5; item acme B 5; snap acme 2; } | stock-apply >/dev/null &&
-	inject vendor_stock UPDATE 40001 1 &&
+	inject_sql_error vendor_stock UPDATE 40001 1 &&
 	{ item acme A 9; snap acme 1; } | OA_DEBUG=1 stock-apply >out 2>err &&
 	expect_eq 1 "$(lines out)" "summary lines" &&
 	expect_grep "\"withdrawn\":1" out &&
@@ -31,7 +17,7 @@ test_expect_success 'a snapshot whose merge hits a serialization failure is appl
 '
 
 test_expect_success 'a serialization failure that persists exits 70 after five tries, applying nothing' '
-	inject vendor_stock UPDATE 40001 1000000 &&
+	inject_sql_error vendor_stock UPDATE 40001 1000000 &&
 	rc=0; { item acme A 3; snap acme 1; } | OA_DEBUG=1 stock-apply >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	expect_eq 4 "$(grep -c "applying the snapshot again" err)" "tries again" &&
@@ -41,7 +27,7 @@ test_expect_success 'a serialization failure that persists exits 70 after five t
 '
 
 test_expect_success 'a statement the database refuses exits 70 at once' '
-	inject vendor_stock UPDATE 23514 1000000 &&
+	inject_sql_error vendor_stock UPDATE 23514 1000000 &&
 	rc=0; { item acme A 3; snap acme 1; } | OA_DEBUG=1 stock-apply >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	! grep -q "applying the snapshot again" err &&
@@ -50,7 +36,7 @@ test_expect_success 'a statement the database refuses exits 70 at once' '
 '
 
 test_expect_success 'a refused COPY of a new vendor exits 70 and loads none of it' '
-	inject vendor_stock INSERT 23514 1000000 &&
+	inject_sql_error vendor_stock INSERT 23514 1000000 &&
 	rc=0; { item newco N 1; item newco M 2; snap newco 2; } | stock-apply >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	expect_grep "database: loading stock lines: .*injected failure" err &&

@@ -98,26 +98,13 @@ test_expect_success 'sixty vendors new to the table arriving during a first load
 	expect_eq 1 "$(grep -c "big: new to the table; loading it with COPY" err)" "big loaded directly"
 '
 
-# inject TABLE INSERT|UPDATE SQLSTATE WHERE: rows written to TABLE where WHERE (on NEW) fail with SQLSTATE
-inject() {
-	sql "CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
-	     BEGIN
-	         IF $4 THEN
-	             RAISE EXCEPTION 'injected failure' USING ERRCODE = '$3';
-	         END IF;
-	         RETURN NEW;
-	     END \$\$;
-	     DROP TRIGGER IF EXISTS inject ON $1;
-	     CREATE TRIGGER inject BEFORE $2 ON $1 FOR EACH ROW EXECUTE FUNCTION inject()" >/dev/null
-}
-uninject() { sql "DROP TRIGGER IF EXISTS inject ON $1" >/dev/null; }
 
 test_expect_success 'a vendor the database refuses is rolled back alone, named with its lines; the next goes on (70)' '
 	{ item r1 A 1; snap r1 1; item r2 A 1; snap r2 1; item r3 A 1; snap r3 1; } | stock-apply >/dev/null &&
-	inject vendor_stock UPDATE 23514 "NEW.vendor = '"'r2'"'" &&
+	inject_sql_error vendor_stock UPDATE 23514 "NEW.vendor = '"'r2'"'" &&
 	{ item r1 A 5; snap r1 1; item r2 A 6; item r2 B 6; snap r2 2; item r3 A 7; snap r3 1; } >in &&
 	rc=0; stock-apply <in >out 2>err || rc=$?
-	uninject vendor_stock &&
+	uninject_sql_error vendor_stock &&
 	expect_eq 70 "$rc" "exit status" &&
 	expect_grep "^stock-apply: database: merging stock: .*injected failure" err &&
 	expect_grep "^stock-apply: r2: lines 3-5: its snapshot was rolled back" err &&
@@ -127,10 +114,10 @@ test_expect_success 'a vendor the database refuses is rolled back alone, named w
 '
 
 test_expect_success 'a refused first load of a new vendor is rolled back alone; the next vendor goes on' '
-	inject vendor_stock INSERT 23514 "NEW.vendor = '"'new1'"'" &&
+	inject_sql_error vendor_stock INSERT 23514 "NEW.vendor = '"'new1'"'" &&
 	{ item new1 A 1; item new1 B 2; snap new1 2; item new2 A 3; snap new2 1; } >in &&
 	rc=0; stock-apply <in >out 2>err || rc=$?
-	uninject vendor_stock &&
+	uninject_sql_error vendor_stock &&
 	expect_eq 70 "$rc" "exit status" &&
 	expect_grep "^stock-apply: database: loading stock lines: .*injected failure" err &&
 	expect_grep "^stock-apply: new1: lines 1-3: its snapshot was rolled back" err &&

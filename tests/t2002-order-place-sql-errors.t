@@ -2,27 +2,13 @@
 # order-place and order-sweep exit 70 when the database refuses a statement, 69 only when it is gone.
 . "$(dirname "$0")/lib.sh"
 
-# inject TABLE INSERT|UPDATE SQLSTATE N: the next N rows written to TABLE fail with SQLSTATE
-inject() {
-	sql "CREATE SEQUENCE IF NOT EXISTS injected;
-	     SELECT setval('injected', 1, false);
-	     CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
-	     BEGIN
-	         IF nextval('injected') <= $4 THEN
-	             RAISE EXCEPTION 'injected failure' USING ERRCODE = '$3';
-	         END IF;
-	         RETURN NEW;
-	     END \$\$;
-	     DROP TRIGGER IF EXISTS inject ON $1;
-	     CREATE TRIGGER inject BEFORE $2 ON $1 FOR EACH ROW EXECUTE FUNCTION inject()" >/dev/null
-}
 orders() { sql "SELECT count(*) FROM orders"; }
 BARE=${TEST_DB}_bare
 BARE_URL=${BASE_DATABASE_URL%/*}/$BARE
 
 test_expect_success 'a batch whose insert deadlocks once is placed on the retry' '
 	sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('"'acme'"', '"'S'"', 10)" &&
-	inject orders INSERT 40P01 1 &&
+	inject_sql_error orders INSERT 40P01 1 &&
 	echo "{\"sku\":\"S\",\"quantity\":1}" | OA_DEBUG=1 order-place >out 2>err &&
 	expect_grep "\"status\":\"pending\"" out &&
 	expect_grep "retrying" err &&
@@ -30,7 +16,7 @@ test_expect_success 'a batch whose insert deadlocks once is placed on the retry'
 '
 
 test_expect_success 'a batch the database refuses exits 70 saying none of it was committed' '
-	inject orders INSERT 23514 1000000 &&
+	inject_sql_error orders INSERT 23514 1000000 &&
 	rc=0; echo "{\"sku\":\"S\",\"quantity\":1}" | order-place >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	expect_grep "database: placing a batch of 1 requests: inserting orders: .*injected failure; none of it was committed" err &&

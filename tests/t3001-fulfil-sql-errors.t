@@ -2,20 +2,6 @@
 # fulfil redoes a batch's changes after a deadlock, and exits 70 when the database refuses them.
 . "$(dirname "$0")/lib.sh"
 
-# inject TABLE INSERT|UPDATE SQLSTATE N: the next N rows written to TABLE fail with SQLSTATE
-inject() {
-	sql "CREATE SEQUENCE IF NOT EXISTS injected;
-	     SELECT setval('injected', 1, false);
-	     CREATE OR REPLACE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS \$\$
-	     BEGIN
-	         IF nextval('injected') <= $4 THEN
-	             RAISE EXCEPTION 'injected failure' USING ERRCODE = '$3';
-	         END IF;
-	         RETURN NEW;
-	     END \$\$;
-	     DROP TRIGGER IF EXISTS inject ON $1;
-	     CREATE TRIGGER inject BEFORE $2 ON $1 FOR EACH ROW EXECUTE FUNCTION inject()" >/dev/null
-}
 # order ID: a pending order of 1 A-1 from acme, its unit held
 order() {
 	sql "INSERT INTO orders (id, sku, quantity, vendor) VALUES ($1, 'A-1', 1, 'acme');
@@ -30,7 +16,7 @@ echo '[{"sku":"A-1","quantity":1000}]' >"$TRASH/acme.json"
 start_vendor_mock --vendor acme="$TRASH/acme.json" || exit 1
 
 test_expect_success 'a commit that deadlocks once is redone without calling the vendor again' '
-	order 1 && inject orders UPDATE 40P01 1 &&
+	order 1 && inject_sql_error orders UPDATE 40P01 1 &&
 	line 1 | fulfil >out 2>err &&
 	expect_eq "{\"order_id\":1,\"status\":\"success\",\"attempts\":1}" "$(cat out)" &&
 	expect_grep "database: recording the vendors.* acceptances: .*injected failure" err &&
@@ -38,7 +24,7 @@ test_expect_success 'a commit that deadlocks once is redone without calling the 
 '
 
 test_expect_success 'a change the database refuses stops fulfil with 70, answering nothing' '
-	order 2 && inject orders UPDATE 23514 1000000 &&
+	order 2 && inject_sql_error orders UPDATE 23514 1000000 &&
 	rc=0; line 2 | fulfil >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	expect_grep "database: stopped on an unexpected error; 0 answer(s) written before were committed" err &&
@@ -46,7 +32,7 @@ test_expect_success 'a change the database refuses stops fulfil with 70, answeri
 '
 
 test_expect_success 'a deadlock that persists gives up with 70 after five tries' '
-	inject orders UPDATE 40P01 1000000 &&
+	inject_sql_error orders UPDATE 40P01 1000000 &&
 	rc=0; line 2 | fulfil >out 2>err || rc=$?
 	expect_eq 70 "$rc" "exit status" &&
 	expect_eq 5 "$(grep -c "injected failure" err)" "failures reported" &&
