@@ -46,9 +46,11 @@ test_expect_success 'a key reused with another SKU is 422 idempotency_key_reused
 	expect_eq 2 "$(sql "SELECT reserved FROM vendor_stock WHERE sku = '"'A'"'")" "reserved once"
 '
 
-test_expect_success '/stock/%FF is 400, a 300-byte SKU 404, never 503' '
+test_expect_success '/stock/%FF is 400, %00 and a 300-byte SKU 404, never 503' '
 	get /stock/%FF && expect_eq 400 "$(code)" "invalid UTF-8" &&
 	get /stock/%C0%80 && expect_eq 400 "$(code)" "overlong NUL" &&
+	get /stock/A%00B && expect_eq 404 "$(code)" "%00 never cuts the SKU short" &&
+	get /order/1%00 && expect_eq 404 "$(code)" "%00 never cuts an order id short" &&
 	get "/stock/$(head -c 300 /dev/zero | tr "\0" x)" && expect_eq 404 "$(code)" "too long" &&
 	get "/stock?after=%FF" && expect_eq 400 "$(code)" "after" &&
 	get /stock/A && expect_eq 200 "$(code)" "a real SKU still answers"

@@ -248,11 +248,47 @@ announce(struct MHD_Daemon *d, const struct httpd_addr *a)
 		die(EXIT_OUTPUT, "writing the listening line failed: %s", strerror(errno));
 }
 
+static int
+hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/*
+ * MHD_OPTION_UNESCAPE_CALLBACK: libmicrohttpd's own unescaping turns %00 into
+ * a NUL that silently cuts a path or an argument short (/stock/A%00B would
+ * answer for A). This one decodes every %XX but %00, which stays as written,
+ * so such a path names nothing and is answered as such.
+ */
+static size_t
+unescape_keeping_nul(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *w = s;
+
+	(void)cls;
+	(void)c;
+	for (const char *r = s; *r != '\0';) {
+		int hi = r[0] == '%' ? hex_digit(r[1]) : -1;
+		int lo = hi >= 0 ? hex_digit(r[2]) : -1;
+
+		if (lo >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 void
 httpd_start(struct httpd *srv, const struct httpd_addr *a, const char *shown)
 {
 	struct MHD_OptionItem opts[] = {
-		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },	/* first, as it asks */
+		{ MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_keeping_nul, NULL },
 		{ MHD_OPTION_SOCK_ADDR, 0, (void *)&a->ss },
 		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv },
 		{ MHD_OPTION_CONNECTION_LIMIT, srv->connection_limit, NULL },
@@ -267,9 +303,9 @@ httpd_start(struct httpd *srv, const struct httpd_addr *a, const char *shown)
 	if (env != NULL && *env != '\0')
 		srv->per_client_limit = (unsigned)option_long("OA_HTTP_MAX_PER_CLIENT", env, 0,
 		    1000000);
-	opts[5].value = srv->per_client_limit;
+	opts[6].value = srv->per_client_limit;
 	if (srv->threads == 0)
-		opts[6].option = MHD_OPTION_END;
+		opts[7].option = MHD_OPTION_END;
 	if (a->ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* The port is only for libmicrohttpd's messages; it binds to a->ss. */
