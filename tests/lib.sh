@@ -146,6 +146,11 @@ export DATABASE_URL RABBITMQ_URL
 QUEUE_PREFIX="$TEST_NAME.$$"
 
 sql() { psql -XqAt -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$*"; }
+# publish_n QUEUE FIRST LAST [amqp-publish options]: {"n":FIRST}..{"n":LAST} into QUEUE
+publish_n() {
+	local q=$1 first=$2 last=$3; shift 3
+	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
+}
 # inject_sql_error TABLE INSERT|UPDATE SQLSTATE N|WHEN: rows written to TABLE
 # fail with SQLSTATE: the next N of them (a number), or those for which WHEN
 # (a condition on NEW) holds; uninject_sql_error TABLE takes it away

@@ -47,13 +47,10 @@ test_expect_success '--drop VENDOR closes the connection without an answer' '
 
 test_expect_success 'vendor-mock holding a hung request still stops on SIGTERM' '
 	{ post hang 30 >/dev/null; } & waiter=$! &&
-	for i in $(seq 1 100); do
-		[ "$(ss -Htn state established "( dport = :${VENDOR_BASE_URL##*:} )" | wc -l)" -gt 0 ] && break
-		sleep 0.05
-	done &&
+	wait_for "[ \$(ss -Htn state established \"( dport = :${VENDOR_BASE_URL##*:} )\" | wc -l) -gt 0 ]" 5 "the hung request" &&
 	kill $VENDOR_MOCK_PID &&
-	for i in $(seq 1 100); do kill -0 $VENDOR_MOCK_PID 2>/dev/null || break; sleep 0.1; done &&
-	! kill -0 $VENDOR_MOCK_PID 2>/dev/null && wait $waiter; true
+	wait_for "! kill -0 $VENDOR_MOCK_PID 2>/dev/null" 10 "vendor-mock to stop" &&
+	{ wait $waiter || true; }
 '
 
 for args in '--answer ok=99' '--answer ok=600:x' '--answer ok=abc' '--hang nobody' '--drop nobody'; do

@@ -3,10 +3,6 @@
 . "$(dirname "$0")/lib.sh"
 
 Q=$QUEUE_PREFIX.orders
-publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
-	local q=$1 first=$2 last=$3; shift 3
-	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
-}
 # consumers QUEUE: how many consumers the broker counts on QUEUE
 consumers() {
 	rabbitmqctl list_queues -q --no-table-headers name consumers 2>/dev/null |

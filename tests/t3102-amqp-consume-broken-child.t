@@ -3,10 +3,6 @@
 . "$(dirname "$0")/lib.sh"
 
 Q=$QUEUE_PREFIX.orders
-publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
-	local q=$1 first=$2 last=$3; shift 3
-	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
-}
 # total QUEUE: messages in QUEUE and QUEUE.dead together
 total() { echo $(($(queue_depth "$1") + $(queue_depth "$1.dead"))); }
 # wait_total QUEUE N: wait (up to 20 s) until QUEUE and QUEUE.dead hold N messages together

@@ -3,10 +3,6 @@
 . "$(dirname "$0")/lib.sh"
 
 Q=$QUEUE_PREFIX.orders
-publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
-	local q=$1 first=$2 last=$3; shift 3
-	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
-}
 # A child that answers each line at once and dies (exit 1) on a poison message.
 cat >"$TRASH/child.awk" <<-\EOF
 /poison/ { print "poison" >>"seen.poison"; exit 1 }

@@ -3,25 +3,12 @@
 . "$(dirname "$0")/lib.sh"
 
 Q=$QUEUE_PREFIX.orders
-publish_n() {	# publish_n QUEUE FIRST LAST [amqp-publish options]
-	local q=$1 first=$2 last=$3; shift 3
-	seq "$first" "$last" | sed "s/.*/{\"n\":&}/" | amqp-publish -q "$q" "$@"
-}
-# await_grep PATTERN FILE S: wait (up to S s) until FILE has a line matching PATTERN
-await_grep() {
-	local i
-	for i in $(seq 1 $(($3 * 20))); do
-		grep -q "$1" "$2" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	fail "'$1' not found in $2 within $3 s: $(cat "$2")"
-}
 
 test_expect_success 'broker unreachable at start: a line on stderr within 5 s, again every OA_WAIT_REPORT s, exit 69 after --patience' '
 	port=$(python3 -c "import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])") &&
 	{ RABBITMQ_URL=amqp://guest:guest@127.0.0.1:$port/ OA_WAIT_REPORT=1 \
 		amqp-consume -q $Q.none --patience 4 -- cat 2>err.txt & pid=$!; } &&
-	await_grep "unreachable: .*waiting for it for 0 s so far" err.txt 5 &&
+	wait_for "grep -q \"unreachable: .*waiting for it for 0 s so far\" err.txt" 5 "the first unreachable line" &&
 	test_expect_code 69 wait $pid &&
 	test "$(grep -c "waiting for it for" err.txt)" -ge 3 &&
 	expect_grep "unavailable for 4 s (--patience; unreachable)" err.txt
@@ -39,7 +26,7 @@ test_expect_success 'a child stopped (SIGSTOP) longer than the broker consumer_t
 	child=$(for i in $(seq 1 100); do c=$(pgrep -P $pid) && echo "$c" && break; sleep 0.05; done) &&
 	test -n "$child" && kill -STOP $child &&
 	publish_n $Q.ct 1 20 &&
-	await_grep "copied back to $Q.ct before the broker" err.txt 10 &&
+	wait_for "grep -q \"copied back to $Q.ct before the broker\" err.txt" 10 "messages copied back" &&
 	sleep 5 &&
 	kill -CONT $child &&
 	{ wait $pid; rc=$?; } ; expect_eq 0 "$rc" "exit status" &&
