@@ -36,8 +36,8 @@ PY
 (cd "$TRASH/www" && exec python3 ../serve.py >../serve.port 2>../serve.err) &
 SERVE_PID=$!
 on_exit "kill $SERVE_PID; wait $SERVE_PID"
-for i in $(seq 1 100); do [ -s "$TRASH/serve.port" ] && break; sleep 0.1; done
-W=http://127.0.0.1:$(cat "$TRASH/serve.port")
+wait_ready $SERVE_PID "$TRASH/serve.port" "^[0-9]+$" 10 "$TRASH/serve.err" || exit 1
+W=http://127.0.0.1:$READY_LINE
 
 test_expect_success 'a gzip bomb fails its vendor at the cap; the other vendors are written; exit 69' '
 	test_expect_code 69 /usr/bin/time -f %M -o rss vendor-fetch --base "$M" acme bomb="$W/bomb.gz" globex \

@@ -79,10 +79,7 @@ if has_match; then
 		start=$EPOCHREALTIME &&
 		{ amqp-consume -q "$Q" -p 512 --match order_id --idle-exit 2 -- fulfil >m.out 2>m.err & } &&
 		pid=$! && on_exit "kill $pid 2>/dev/null" &&
-		for i in $(seq 1 600); do
-			[ "$(sql "SELECT count(*) FROM orders WHERE id BETWEEN 4001 AND 4400 AND status = '"'success'"'")" = 400 ] && break
-			sleep 0.05
-		done &&
+		wait_for "[ \$(sql \"SELECT count(*) FROM orders WHERE id BETWEEN 4001 AND 4400 AND status = '"'success'"'\") = 400 ]" 30 "the healthy orders" &&
 		healthy=$(awk -v s="$start" -v e="$EPOCHREALTIME" "BEGIN { print e - s }") &&
 		say "healthy orders alone: $alone s; beside the slow vendor: $healthy s" &&
 		awk -v a="$alone" -v h="$healthy" "BEGIN { exit !(h <= 3 * a || h <= a + 1.5) }" ||
@@ -100,10 +97,7 @@ if has_match; then
 		{ amqp-consume -q "$Q" -p 512 --match order_id --retry-delay 0.5 --idle-exit 3 -- \
 			fulfil --timeout 2 --max-attempts 2 >d.out 2>d.err & } &&
 		pid=$! && on_exit "kill $pid 2>/dev/null" &&
-		for i in $(seq 1 200); do
-			[ "$(sql "SELECT count(*) FROM orders WHERE id BETWEEN 5001 AND 5100 AND status = '"'success'"'")" = 100 ] && break
-			sleep 0.05
-		done &&
+		wait_for "[ \$(sql \"SELECT count(*) FROM orders WHERE id BETWEEN 5001 AND 5100 AND status = '"'success'"'\") = 100 ]" 10 "the healthy orders" &&
 		healthy=$(awk -v s="$start" -v e="$EPOCHREALTIME" "BEGIN { print e - s }") &&
 		awk -v h="$healthy" "BEGIN { exit !(h < 1.5) }" || fail "healthy orders took $healthy s" &&
 		wait $pid && wait_depth "$Q.dead" 4 &&
