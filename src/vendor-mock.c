@@ -83,6 +83,7 @@ struct vendor {
 struct req {
 	struct httpd_req h;	/* the body is capped at BODY_MAX */
 	struct vendor *v;
+	int waited;		/* --latency: suspended for it and resumed */
 	char order_id[ORDER_ID_MAX + 1];
 };
 
@@ -834,6 +835,103 @@ inject_fault(struct vendor *v, int is_order)
 	return fail;
 }
 
+/*
+ * --latency without a thread per request: the connection is suspended
+ * (libmicrohttpd stops serving it) and the waker thread resumes it when its
+ * time is up; libmicrohttpd then calls the handler again, which answers. One
+ * polling thread serves the vendors without latency as fast as ever, however
+ * many requests a slow vendor holds.
+ */
+static struct sleeper { double due; struct MHD_Connection *c; } *sleepers;	/* a min-heap on due */
+static size_t n_sleepers, cap_sleepers;
+static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sleep_cv;	/* on CLOCK_MONOTONIC, as now_seconds() */
+static int waker_stop;
+static pthread_t waker_thread;
+static int threaded;	/* a thread per connection (--hang): libmicrohttpd cannot suspend */
+
+static void
+sleepers_swap(size_t a, size_t b)
+{
+	struct sleeper t = sleepers[a];
+
+	sleepers[a] = sleepers[b];
+	sleepers[b] = t;
+}
+
+/* Suspend r's connection for ms milliseconds. */
+static void
+sleep_request(struct req *r, long ms)
+{
+	size_t i;
+
+	pthread_mutex_lock(&sleep_lock);
+	if (n_sleepers == cap_sleepers) {
+		cap_sleepers = cap_sleepers ? 2 * cap_sleepers : 256;
+		sleepers = xreallocarray(sleepers, cap_sleepers, sizeof *sleepers);
+	}
+	i = n_sleepers++;
+	sleepers[i] = (struct sleeper){ now_seconds() + ms / 1000.0, r->h.c };
+	for (; i > 0 && sleepers[(i - 1) / 2].due > sleepers[i].due; i = (i - 1) / 2)
+		sleepers_swap(i, (i - 1) / 2);
+	/* Suspended under the lock: the waker cannot resume it before this. */
+	MHD_suspend_connection(r->h.c);
+	r->waited = 1;
+	if (i == 0)
+		pthread_cond_signal(&sleep_cv);
+	pthread_mutex_unlock(&sleep_lock);
+}
+
+/* The earliest sleeper, out of the heap (the lock held). */
+static struct MHD_Connection *
+sleepers_pop(void)
+{
+	struct MHD_Connection *c = sleepers[0].c;
+	size_t i = 0;
+
+	sleepers[0] = sleepers[--n_sleepers];
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+
+		if (l < n_sleepers && sleepers[l].due < sleepers[m].due)
+			m = l;
+		if (l + 1 < n_sleepers && sleepers[l + 1].due < sleepers[m].due)
+			m = l + 1;
+		if (m == i)
+			return c;
+		sleepers_swap(i, m);
+		i = m;
+	}
+}
+
+/* The waker thread: resumes each sleeper when it is due; every one at once when stopping. */
+static void *
+waker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&sleep_lock);
+	for (;;) {
+		double now = now_seconds();
+
+		if (n_sleepers > 0 && (waker_stop || sleepers[0].due <= now)) {
+			MHD_resume_connection(sleepers_pop());
+			continue;
+		}
+		if (waker_stop)
+			break;
+		if (n_sleepers == 0) {
+			pthread_cond_wait(&sleep_cv, &sleep_lock);
+		} else {
+			double due = sleepers[0].due;
+			struct timespec ts = { (time_t)due, (long)((due - (double)(time_t)due) * 1e9) };
+
+			pthread_cond_timedwait(&sleep_cv, &sleep_lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&sleep_lock);
+	return NULL;
+}
+
 /* --hang: hold the request, answering nothing, until the client closes its connection. */
 static void
 hang(struct req *r)
@@ -870,8 +968,14 @@ handle_vendor(struct req *r, const char *rest)
 		return httpd_method_not_allowed(&r->h, "GET, HEAD");
 	if (r->h.too_big)
 		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
-	if (r->v->fault.latency_ms > 0)
-		sleep_seconds(r->v->fault.latency_ms / 1000.0, &stopping);
+	if (r->v->fault.latency_ms > 0 && !r->waited && !stopping) {
+		if (threaded) {	/* --hang: a thread of its own, which may sleep */
+			sleep_seconds(r->v->fault.latency_ms / 1000.0, &stopping);
+		} else {
+			sleep_request(r, r->v->fault.latency_ms);
+			return MHD_YES;
+		}
+	}
 	if (r->v->fault.drop)
 		return MHD_NO;	/* libmicrohttpd closes the connection, answering nothing */
 	if (r->v->fault.hang) {
@@ -901,12 +1005,12 @@ dispatch(struct httpd_req *hr)
 	return handle_stats(r);
 }
 
-/* Whether a handler may sleep (--latency, --hang). */
+/* Whether a handler may block (--hang). */
 static int
-any_latency(void)
+any_hang(void)
 {
 	for (size_t i = 0; i < n_vendors; i++)
-		if (vendors[i].fault.latency_ms > 0 || vendors[i].fault.hang)
+		if (vendors[i].fault.hang)
 			return 1;
 	return 0;
 }
@@ -996,19 +1100,38 @@ main(int argc, char **argv)
 	logging = logfp != NULL;
 
 	/*
-	 * With --latency, a thread per connection: a handler sleeps without
-	 * blocking the others. Without, one poll() thread serves every
-	 * connection: hundreds of keep-alive clients cost no thread switches.
+	 * One poll() thread serves every connection: hundreds of keep-alive
+	 * clients cost no thread switches, and --latency suspends a request
+	 * rather than a thread (sleep_request). Only --hang, which watches its
+	 * client's socket, takes a thread per connection (where libmicrohttpd
+	 * cannot suspend, so --latency sleeps in that thread).
 	 * Not libmicrohttpd's epoll mode: it accepts ten connections a turn and
 	 * then, at times, not the rest of a burst (a client opening 256 at once
 	 * waited out its timeout with the requests unread in the accept queue).
 	 */
+	threaded = any_hang();
 	srv.flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-	    (any_latency() ? MHD_USE_THREAD_PER_CONNECTION : 0);
+	    (threaded ? MHD_USE_THREAD_PER_CONNECTION : MHD_ALLOW_SUSPEND_RESUME);
 	httpd_block_signals();
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&sleep_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if ((errno = pthread_create(&waker_thread, NULL, waker, NULL)) != 0)
+		die(EXIT_NOMEM, "starting a thread: %s", strerror(errno));
 	httpd_start(&srv, &addr, listen);
 	httpd_wait();
 	stopping = 1;
+	/* Sleepers are resumed, and answered at once, before the daemon stops. */
+	pthread_mutex_lock(&sleep_lock);
+	waker_stop = 1;
+	pthread_cond_signal(&sleep_cv);
+	pthread_mutex_unlock(&sleep_lock);
+	pthread_join(waker_thread, NULL);
 	httpd_stop(&srv);
 	for (size_t i = 0; i < n_vendors; i++)
 		vendor_free(&vendors[i]);

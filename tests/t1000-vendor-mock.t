@@ -202,6 +202,23 @@ test_expect_success '--latency delays only the vendor it names' '
 	awk -v t="$t" "BEGIN { exit !(t < 0.3) }"
 '
 
+start_other --generate slow:1 --generate fast:1 --latency slow=3000 || exit 1
+
+test_expect_success '--latency holds 200 requests at once without a thread each; another vendor answers meanwhile' '
+	port=${OTHER_URL##*:} &&
+	for i in $(seq 200); do echo "url = \"$OTHER_URL/vendor/slow/stock\""; echo "output = /dev/null"; done >burst.cfg &&
+	{ curl -s --parallel --parallel-immediate --parallel-max 200 -K burst.cfg -w "%{http_code} %{time_total}\n" >burst.out 2>burst.err & } &&
+	burst=$! &&
+	wait_for "[ \$(ss -Htn state established \"( sport = :$port )\" | wc -l) -ge 200 ]" 10 "200 connections held" &&
+	threads=$(awk "/^Threads:/ { print \$2 }" /proc/$OTHER_PID/status) &&
+	test "$threads" -lt 20 || fail "vendor-mock runs $threads threads for 200 held requests" &&
+	t=$(curl -s -o /dev/null -w "%{time_total}" "$OTHER_URL/vendor/fast/stock") &&
+	awk -v t="$t" "BEGIN { exit !(t < 1) }" || fail "the fast vendor took $t s beside 200 held requests" &&
+	wait $burst &&
+	expect_eq 200 "$(grep -c "^200 " burst.out)" "held requests answered 200" &&
+	expect_eq 0 "$(awk "\$2 < 3" burst.out | wc -l)" "held requests answered before 3 s"
+'
+
 start_other --generate huge:1000000 || exit 1
 
 test_expect_success 'a 1,000,000-item catalogue streams whole' '
