@@ -32,6 +32,14 @@ static const char *SQL_PAGE =
 
 static long written;
 
+/*
+ * One sweep at a time on every host that shares the database: a session
+ * advisory lock, released when the sweep's connection ends (sync-stock takes
+ * the same kind, keyed 'sync-stock').
+ */
+static const char *SQL_LOCK =
+	"SELECT pg_try_advisory_lock(hashtext('order-aggregator'), hashtext('order-sweep'))";
+
 static void
 usage(FILE *fp, int code)
 {
@@ -108,6 +116,7 @@ main(int argc, char **argv)
 	};
 	double older_than = 60;
 	PGconn *c;
+	PGresult *r;
 	int ch;
 
 	log_init(argv[0]);
@@ -125,6 +134,11 @@ main(int argc, char **argv)
 	c = db_connect_or_die("no pending order was written");
 	/* Timestamps go back as text: ISO with full precision round-trips exactly. */
 	PQclear(query_or_die(c, "setting DateStyle", "SET DateStyle = ISO", 0, NULL));
+	r = query_or_die(c, "taking the sweep lock", SQL_LOCK, 0, NULL);
+	if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+		die(EXIT_BUSY, "another order-sweep (on this or another host) holds the "
+		    "database's sweep lock; no pending order was written");
+	PQclear(r);
 	sweep(c, older_than);
 	PQfinish(c);
 	return 0;

@@ -8,26 +8,20 @@ echo '[{"sku":"G-1","quantity":5},{"sku":"G-2","quantity":7}]' >"$TRASH/good.jso
 echo '[{"sku":"B-1","quantity":3}]' >"$TRASH/bad.json"
 start_vendor_mock --vendor good="$TRASH/good.json" --vendor bad="$TRASH/bad.json" \
 	--fail-rate bad=1 || exit 1
-# lib.sh gives each test file a lock of its own (XDG_RUNTIME_DIR in $TRASH).
-LOCK=$XDG_RUNTIME_DIR/order-aggregator-sync-stock.lock
-: >>"$LOCK"
-
-# hold_lock: another holder takes the lock and keeps it until release_lock;
-# returns once it holds it (the command under flock runs only then)
+# The lock is a PostgreSQL advisory lock (each test file has a database of its own).
+KEYS="hashtext('order-aggregator'), hashtext('sync-stock')"
+# hold_lock: another session (another host, say) takes the lock and keeps it
+# until release_lock; returns once it holds it
 hold_lock() {
-	rm -f held release && mkfifo release &&
+	rm -f release && mkfifo release &&
 	# (timeout: a failed test must not leave it waiting for ever)
-	{ flock "$LOCK" timeout 60 sh -c "touch held && read -r _ <release" & } && holder=$! &&
-	on_exit "kill $holder" &&
-	wait_for "test -e held" 10 "the other holder to take the lock"
+	{ timeout 60 psql -XqAt -d "$DATABASE_URL" -c "SELECT pg_advisory_lock($KEYS)" -f release >/dev/null & } &&
+	holder=$! && on_exit "kill $holder" &&
+	wait_for "[ \$(locks true) = 1 ]" 10 "the other session to take the lock"
 }
-release_lock() { echo go >release && wait $holder; }
-# lock_waiters: how many processes are blocked waiting for the lock (/proc/locks
-# lists a blocked flock as "->" on the file's device and inode)
-lock_waiters() {
-	local inode; inode=$(stat -c %i "$LOCK")
-	grep -c -e "-> FLOCK .*:$inode " /proc/locks || true
-}
+release_lock() { echo "SELECT 1;" >release && wait $holder; }
+# locks GRANTED: sessions holding (true) or waiting for (false) the sync lock
+locks() { sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = $1"; }
 
 test_expect_success 'all vendors good: exit 0, a summary line each, stock applied' '
 	sync-stock good >out 2>err &&
@@ -82,14 +76,14 @@ test_expect_success 'a run that finds another one holding the lock fetches nothi
 	hold_lock &&
 	test_expect_code 75 sync-stock good >out 2>err &&
 	release_lock &&
-	test ! -s out && expect_grep "another sync-stock holds" err &&
+	test ! -s out && expect_grep "another sync-stock (on this or another host) holds" err &&
 	expect_eq "" "$(qty good G-1)"
 '
 
 test_expect_success 'with SYNC_STOCK_WAIT a run waits for the lock, then syncs' '
 	hold_lock &&
 	{ SYNC_STOCK_WAIT=10 sync-stock good >out 2>err & } && run=$! &&
-	wait_for "[ \$(lock_waiters) = 1 ]" 10 "sync-stock to wait for the lock" &&
+	wait_for "[ \$(locks false) = 1 ]" 10 "sync-stock to wait for the lock" &&
 	test ! -s out &&
 	release_lock && wait $run &&
 	expect_grep "\"vendor\":\"good\"" out && expect_eq 5 "$(qty good G-1)"
@@ -103,9 +97,15 @@ test_expect_success 'the lock is held until the pipeline has finished' '
 	{ PATH=$PWD/slow:$PATH sync-stock good >out1 2>err & } && first=$! &&
 	wait_for "test -e applying" 10 "stock-apply to start" &&
 	wait_for "! pgrep -P $first -x vendor-fetch >/dev/null" 10 "vendor-fetch to end" &&
-	! flock -n "$LOCK" true &&
+	expect_eq 1 "$(locks true)" "sync locks held while stock-apply runs" &&
 	echo go >go && wait $first &&
-	flock -n "$LOCK" true && expect_grep "\"vendor\":\"good\"" out1
+	wait_for "[ \$(locks true) = 0 ]" 10 "the lock to be released" &&
+	expect_grep "\"vendor\":\"good\"" out1
+'
+
+test_expect_success 'a database it cannot reach: exit 69, nothing fetched' '
+	DATABASE_URL=postgresql://nobody@127.0.0.1:1/none test_expect_code 69 sync-stock good >out 2>err &&
+	test ! -s out && expect_grep "database: cannot take the sync lock" err
 '
 
 test_done

@@ -63,4 +63,16 @@ test_expect_success 'an unreachable database exits 69' '
 	expect_grep "no pending order was written" err && test ! -s out
 '
 
+test_expect_success 'a second sweep while one runs (another host, say) exits 75 and writes nothing' '
+	rm -f release && mkfifo release &&
+	{ timeout 60 psql -XqAt -d "$DATABASE_URL" \
+		-c "SELECT pg_advisory_lock(hashtext('"'order-aggregator'"'), hashtext('"'order-sweep'"'))" \
+		-f release >/dev/null & } && holder=$! && on_exit "kill $holder" &&
+	wait_for "[ \$(sql \"SELECT count(*) FROM pg_locks WHERE locktype = '"'advisory'"' AND granted\") = 1 ]" 10 "the other sweep to hold the lock" &&
+	test_expect_code 75 order-sweep >out 2>err &&
+	expect_grep "another order-sweep (on this or another host) holds" err && test ! -s out &&
+	echo "SELECT 1;" >release && wait $holder &&
+	order-sweep >out2 2>err2 && test -s out2
+'
+
 test_done
