@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <amqp_tcp_socket.h>
 
@@ -19,16 +21,43 @@
 #define CONNECT_TIMEOUT	5	/* seconds for the TCP connect */
 #define RPC_TIMEOUT	30	/* seconds for any request/reply with the broker */
 
+/*
+ * RABBITMQ_URL as a list of nodes, comma-separated (spaces around a comma
+ * ignored); each process starts at a random one, so workers spread.
+ */
 void
 mq_init(struct mq *m, int heartbeat, int confirms)
 {
-	char *t = config_redact_url(config_amqp_url());
+	const char *p = config_amqp_url();
 
 	memset(m, 0, sizeof *m);
 	m->heartbeat = heartbeat;
 	m->confirms = confirms;
-	snprintf(m->target, sizeof m->target, "%s", t ? t : "RABBITMQ_URL");
-	free(t);
+	while (*p != '\0') {
+		size_t n = strcspn(p, ",");
+		const char *e = p + n;
+
+		while (p < e && *p == ' ')
+			p++;
+		while (e > p && e[-1] == ' ')
+			e--;
+		if (e > p && m->nodes < MQ_NODES_MAX) {
+			char *t;
+
+			m->urls[m->nodes] = xstrndup(p, (size_t)(e - p));
+			t = config_redact_url(m->urls[m->nodes]);
+			snprintf(m->targets[m->nodes], sizeof m->targets[0], "%s", t);
+			free(t);
+			m->nodes++;
+		} else if (e > p) {
+			die(EXIT_USAGE, "RABBITMQ_URL lists more than %d nodes", MQ_NODES_MAX);
+		}
+		p += n + (p[n] == ',');
+	}
+	if (m->nodes == 0)
+		die(EXIT_USAGE, "RABBITMQ_URL lists no node (it is \"%s\")", config_amqp_url());
+	m->node = m->nodes > 1 ? (int)(((unsigned)getpid() ^ (unsigned)time(NULL)) % (unsigned)m->nodes) : 0;
+	snprintf(m->target, sizeof m->target, "%s", m->targets[m->node]);
 }
 
 int
@@ -63,6 +92,9 @@ mq_close(struct mq *m)
 {
 	if (m->conn == NULL)
 		return;
+	/* A lost node: the next connect starts at the next one. */
+	if (m->nodes > 1)
+		m->node = (m->node + 1) % m->nodes;
 	amqp_channel_close(m->conn, CHANNEL, AMQP_REPLY_SUCCESS);
 	amqp_connection_close(m->conn, AMQP_REPLY_SUCCESS);
 	drop(m);
@@ -205,18 +237,20 @@ open_socket(struct mq *m, const struct amqp_connection_info *info)
 	return 0;
 }
 
-int
-mq_connect(struct mq *m)
+/* Connect to one node; -1 with m->why (and m->permanent when retrying cannot help). */
+static int
+connect_node(struct mq *m, const char *node_url)
 {
 	struct amqp_connection_info info;
-	char *url = xstrdup(config_amqp_url());	/* amqp_parse_url writes into its argument */
+	char *url = xstrdup(node_url);	/* amqp_parse_url writes into its argument */
 	int rc = -1;
 
 	m->code = 0;
 	m->permanent = 0;
 	drop(m);
 	if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || info.ssl) {
-		set_why(m, "RABBITMQ_URL %s is not an amqp://user:pass@host:port/vhost URL", m->target);
+		set_why(m, "RABBITMQ_URL's %s is not an amqp://user:pass@host:port/vhost URL",
+		    m->target);
 		m->permanent = 1;
 		goto out;
 	}
@@ -236,6 +270,40 @@ out:
 		drop(m);
 	free(url);
 	return rc;
+}
+
+/*
+ * One pass over the nodes, from the current one: the first that answers is
+ * used. When none does, m->why says what each said, and m->permanent is set
+ * only if every node's failure was permanent.
+ */
+int
+mq_connect(struct mq *m)
+{
+	char all[1024];
+	size_t used = 0;
+	int permanent = 1;
+
+	all[0] = '\0';
+	for (int tried = 0; tried < m->nodes; tried++) {
+		int i = (m->node + tried) % m->nodes;
+
+		snprintf(m->target, sizeof m->target, "%s", m->targets[i]);
+		if (connect_node(m, m->urls[i]) == 0) {
+			m->node = i;
+			return 0;
+		}
+		permanent &= m->permanent;
+		if (m->nodes > 1 && used < 800)
+			used += (size_t)snprintf(all + used, sizeof all - used, "%s%.150s",
+			    used ? "; " : "", m->why);
+	}
+	if (m->nodes > 1) {
+		snprintf(m->why, sizeof m->why, "no node answered: %.480s", all);
+		snprintf(m->target, sizeof m->target, "%s", m->targets[m->node]);
+	}
+	m->permanent = permanent;
+	return -1;
 }
 
 int

@@ -14,6 +14,8 @@
  * mq_close(): the programs then reconnect with mq_connect_retry(), and
  * `generation` tells them that delivery tags of the old channel are void.
  */
+#define MQ_NODES_MAX 16		/* nodes in RABBITMQ_URL */
+
 struct mq {
 	amqp_connection_state_t conn;	/* NULL while disconnected */
 	int heartbeat;			/* seconds, 0 for none */
@@ -24,8 +26,15 @@ struct mq {
 	int permanent;			/* last error will not go away by retrying */
 	char consumer_tag[256];		/* as the broker named our consumer */
 	size_t consumer_tag_len;
-	char target[256];		/* RABBITMQ_URL without its password */
+	char target[256];		/* the node in use: its URL without the password */
 	char why[512];			/* last error, for messages */
+	/*
+	 * RABBITMQ_URL may list several nodes, comma-separated: a connect tries
+	 * each once, from node on; a lost connection moves node to the next.
+	 */
+	int nodes, node;
+	char *urls[MQ_NODES_MAX];
+	char targets[MQ_NODES_MAX][256];
 };
 
 /* The queues one work queue needs (see mq_declare; names from policy.h). */

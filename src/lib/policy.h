@@ -105,7 +105,7 @@ enum {
 #define QUEUE_DEFAULT		"orders"
 #define MAX_DELIVERIES_DEFAULT	5	/* deliveries before a message is dead-lettered */
 #define RETRY_DELAY_MS_DEFAULT	3000	/* a "retry" answer waits this long in Q.retry.<ms> */
-#define MQ_HEARTBEAT		30	/* seconds, asked of the broker */
+#define MQ_HEARTBEAT		10	/* seconds, asked of the broker: a silent node is given up after two (20 s) */
 
 /* The queues of work queue q: where poison messages go, and where retries wait. */
 char *queue_dead_name(const char *q);
