@@ -162,14 +162,16 @@ usage_exit(FILE *fp, int code, const char *const synopsis[], const struct usage_
 		{ NULL, NULL },
 	};
 	const struct usage_option *lists[] = { options, common };
+	/* A usage error in the journal is an error, on each of its lines. */
+	const char *prio = fp == stderr ? prio_err : "";
 	int indent = (int)strlen(progname) + 8, width = 0;
 
 	for (size_t i = 0; synopsis[i] != NULL; i++) {
-		fprintf(fp, "%s %s%s", i == 0 ? "usage:" : "      ", progname,
+		fprintf(fp, "%s%s %s%s", prio, i == 0 ? "usage:" : "      ", progname,
 		    *synopsis[i] != '\0' ? " " : "");
 		for (const char *s = synopsis[i]; *s != '\0'; s++)
 			if (*s == '\n')
-				fprintf(fp, "\n%*s", indent, "");
+				fprintf(fp, "\n%s%*s", prio, indent, "");
 			else
 				putc(*s, fp);
 		putc('\n', fp);
