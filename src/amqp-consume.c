@@ -102,10 +102,26 @@ static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-q QUEUE] [-p PREFETCH] [--match FIELD] [--retry-delay S]\n"
-	    "       [--max-deliveries N] [--idle-exit S] [--grace S] [--patience S]\n"
-	    "       [--consumer-timeout S] -- COMMAND [ARG...]\n", progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[-q QUEUE] [-p PREFETCH] [--match FIELD] [--retry-delay S]\n"
+		"[--max-deliveries N] [--idle-exit S] [--grace S] [--patience S]\n"
+		"[--consumer-timeout S] -- COMMAND [ARG...]",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "-q, --queue QUEUE", "the queue to consume (default " QUEUE_DEFAULT ")" },
+		{ "-p, --prefetch N", "messages in flight at most (default 64)" },
+		{ "--match FIELD", "the child answers in any order, naming each message by FIELD" },
+		{ "--retry-delay S", "delay of a \"retry\" answer, in seconds (default 3)" },
+		{ "--max-deliveries N", "deliveries before a message is dead-lettered (default 5)" },
+		{ "--idle-exit S", "stop once nothing was delivered or answered for S seconds" },
+		{ "--grace S", "seconds a stopping child may go without answering (default 10)" },
+		{ "--patience S", "exit 69 when the broker or the child stays away S seconds (default never)" },
+		{ "--consumer-timeout S", "the broker's consumer_timeout, in seconds (default 1800)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 static void
@@ -1320,7 +1336,7 @@ parse_options(int argc, char **argv)
 	int c;
 
 	/* "+": options end at COMMAND, whose own options are its business. */
-	while ((c = getopt_long(argc, argv, "+q:p:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+q:p:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q': opt.queue = optarg; break;
 		case 'p': opt.prefetch = option_long("-p", optarg, 1, 65535); break;
@@ -1332,7 +1348,7 @@ parse_options(int argc, char **argv)
 		case 'P': opt.patience = option_seconds("--patience", optarg, 1e9); break;
 		case 'C': opt.consumer_timeout = option_seconds("--consumer-timeout", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -52,10 +52,23 @@ static size_t accepted_max;
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-q QUEUE | -e EXCHANGE -k ROUTING_KEY] [--max-deliveries N]\n"
-	    "       [--batch N] [--patience S] [--max-message-size BYTES] < lines.jsonl\n",
-	    progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[-q QUEUE | -e EXCHANGE -k ROUTING_KEY] [--max-deliveries N]\n"
+		"[--batch N] [--patience S] [--max-message-size BYTES] < lines.jsonl",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "-q, --queue QUEUE", "publish to QUEUE, declaring it (default " QUEUE_DEFAULT ")" },
+		{ "-e, --exchange EXCHANGE", "publish to an existing EXCHANGE instead (with -k)" },
+		{ "-k, --routing-key KEY", "the routing key used with -e" },
+		{ "--max-deliveries N", "when the queue is created: deliveries before dead-lettering (default 5)" },
+		{ "--batch N", "unconfirmed lines held at most (default 256)" },
+		{ "--patience S", "seconds the broker may stay away or silent before exit 69 (default 30)" },
+		{ "--max-message-size BYTES", "refuse a longer line before sending it (default 134217728)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* Stop: say what the broker confirmed and from which line on nothing is certain. */
@@ -370,7 +383,7 @@ parse_options(int argc, char **argv, long *batch)
 	};
 	int c, queue_given = 0;
 
-	while ((c = getopt_long(argc, argv, "q:e:k:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "q:e:k:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q': opt.queue = optarg; queue_given = 1; break;
 		case 'e': opt.exchange = optarg; break;
@@ -380,7 +393,7 @@ parse_options(int argc, char **argv, long *batch)
 		case 'P': opt.patience = option_seconds("--patience", optarg, 86400); break;
 		case 'M': opt.max_size = option_long("--max-message-size", optarg, 1, 512L << 20); break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': printf("%s %s\n", progname, OA_VERSION); exit(EXIT_OK);
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

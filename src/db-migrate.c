@@ -15,8 +15,13 @@
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--status]\n", progname);
-	exit(code);
+	static const char *const synopsis[] = { "[--status]", NULL };
+	static const struct usage_option options[] = {
+		{ "--status", "list every migration as applied or pending; change nothing" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* Whether the migration is recorded: 1 or 0, or -1 with *f filled in. */
@@ -121,11 +126,11 @@ main(int argc, char **argv)
 	PGconn *c;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 's': status_only = 1; break;
 		case 'h': usage(stdout, 0); break;
-		case 'V': puts(OA_VERSION); return 0;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -214,10 +214,22 @@ static const char *const CURRENT =
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--max-attempts N] [--timeout S] [--base URL]\n"
-	    "\t[--vendor-calls N] [--defer-after S] [--db-patience S]\n",
-	    progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[--max-attempts N] [--timeout S] [--base URL]\n"
+		"[--vendor-calls N] [--defer-after S] [--db-patience S]",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "--max-attempts N", "an order's attempts before it is failed (default 5)" },
+		{ "--timeout S", "give up a vendor request after S seconds (default 10)" },
+		{ "--base URL", "the vendors' base URL (overrides VENDOR_BASE_URL)" },
+		{ "--vendor-calls N", "a vendor's share of the 512 calls in flight (default 256)" },
+		{ "--defer-after S", "seconds an order waits for its vendor's slot before \"defer\" (default 1)" },
+		{ "--db-patience S", "seconds to keep trying the database before exit 69 (default 90)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* --- lists ---------------------------------------------------------------------- */
@@ -1129,7 +1141,7 @@ main(int argc, char **argv)
 		st.db_patience = option_seconds("OA_DB_PATIENCE", env, 1e9);
 	if ((env = getenv("OA_WAIT_REPORT")) != NULL)
 		st.report_every = option_seconds("OA_WAIT_REPORT", env, 1e9);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'n': st.max_attempts = option_long("--max-attempts", optarg, 1, 1000); break;
 		case 't': st.lim.timeout = option_seconds("--timeout", optarg, 3600); break;
@@ -1140,7 +1152,7 @@ main(int argc, char **argv)
 		case 'd': st.defer_after = option_seconds("--defer-after", optarg, 3600); break;
 		case 'P': st.db_patience = option_seconds("--db-patience", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return 0;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -104,9 +104,21 @@ struct placer {
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--listen ADDR:PORT] [--threads N] [-q QUEUE] [--max-body BYTES]\n"
-	    "       [--timeout S]\n", progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[--listen ADDR:PORT] [--threads N] [-q QUEUE] [--max-body BYTES]\n"
+		"[--timeout S]",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "--listen ADDR:PORT", "where to listen (default 127.0.0.1:$PORT, PORT default " DEFAULT_PORT ")" },
+		{ "--threads N", "HTTP threads, 1 to 256 (default 4)" },
+		{ "-q, --queue QUEUE", "the queue new orders are published to (default " QUEUE_DEFAULT ")" },
+		{ "--max-body BYTES", "the largest request body, 64 to 16777216 (default 16384)" },
+		{ "--timeout S", "close a connection idle or stalled for S seconds (default 30)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* --- answers ---------------------------------------------------------------- */
@@ -789,7 +801,7 @@ main(int argc, char **argv)
 	int ch;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "q:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "q:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'L': listen = optarg; break;
 		case 't': opt.threads = option_long("--threads", optarg, 1, THREADS_MAX); break;
@@ -801,7 +813,7 @@ main(int argc, char **argv)
 		case 'm': opt.max_body = option_long("--max-body", optarg, 64, BODY_LIMIT); break;
 		case 'T': opt.timeout = option_seconds("--timeout", optarg, 86400); break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return EXIT_OK;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -55,9 +55,20 @@ static struct {
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-b N] [-k KEY] [--stats] SKU QUANTITY\n"
-	    "       %s [-b N] [--max-line BYTES] [--stats] < requests.jsonl\n", progname, progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[-b N] [-k KEY] [--stats] SKU QUANTITY",
+		"[-b N] [--max-line BYTES] [--stats] < requests.jsonl",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "-b, --batch N", "requests per transaction at most, 1 to 10000 (default 1000)" },
+		{ "-k, --key KEY", "the idempotency key of the order on the command line" },
+		{ "--max-line BYTES", "the longest input line taken (default 1048576)" },
+		{ "--stats", "at the end, counts and commit latencies on stderr" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 static void
@@ -323,7 +334,7 @@ main(int argc, char **argv)
 	int ch, rc;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "b:k:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "b:k:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'b': batch_size = option_long("-b", optarg, 1, BATCH_MAX); break;
 		case 'k': key = optarg; break;
@@ -332,7 +343,7 @@ main(int argc, char **argv)
 			max_line = (size_t)option_long("--max-line", optarg, 1024, JSONL_MAX_LINE_LIMIT);
 			break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return 0;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

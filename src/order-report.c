@@ -37,12 +37,14 @@ static const char *SQL_REPORT =
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [-q QUEUE]\n"
-	    "  -q, --queue QUEUE  the work queue whose depth and dead-letter depth to report"
-	    " (default " QUEUE_DEFAULT ")\n"
-	    "  -h, --help         print this help and exit\n"
-	    "      --version      print the version and exit\n", progname);
-	exit(code);
+	static const char *const synopsis[] = { "[-q QUEUE]", NULL };
+	static const struct usage_option options[] = {
+		{ "-q, --queue QUEUE", "the work queue whose depth and dead-letter depth to report"
+		    " (default " QUEUE_DEFAULT ")" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 static long long
@@ -158,7 +160,7 @@ main(int argc, char **argv)
 		switch (ch) {
 		case 'q': queue = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': printf("%s (order-aggregator) %s\n", progname, OA_VERSION); return EXIT_OK;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -43,8 +43,13 @@ static const char *SQL_LOCK =
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--older-than SECONDS]\n", progname);
-	exit(code);
+	static const char *const synopsis[] = { "[--older-than SECONDS]", NULL };
+	static const struct usage_option options[] = {
+		{ "--older-than SECONDS", "write the pending orders older than this (default 60)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* The statement's result, or exit: 69 when the database is gone, 70 when it refused. */
@@ -120,11 +125,11 @@ main(int argc, char **argv)
 	int ch;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'o': older_than = option_seconds("--older-than", optarg, MAX_AGE); break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return 0;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

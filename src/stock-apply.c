@@ -183,8 +183,13 @@ skuset_add(struct skuset *set, const char *sku)
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--max-line BYTES] < vendor-fetch-lines\n", progname);
-	exit(code);
+	static const char *const synopsis[] = { "[--max-line BYTES] < vendor-fetch-lines", NULL };
+	static const struct usage_option options[] = {
+		{ "--max-line BYTES", "the longest input line taken (default 1048576)" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 static struct vendor *
@@ -814,13 +819,13 @@ main(int argc, char **argv)
 	int ch, rc;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'M':
 			max_line = (size_t)option_long("--max-line", optarg, 1024, JSONL_MAX_LINE_LIMIT);
 			break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return 0;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

@@ -64,9 +64,22 @@ static struct {
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--base URL] [--retries N] [--timeout S] [--max-bytes N]\n"
-	    "       [--max-total N] [--filter JQ] VENDOR | VENDOR=URL ...\n", progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[--base URL] [--retries N] [--timeout S] [--max-bytes N]\n"
+		"[--max-total N] [--filter JQ] VENDOR | VENDOR=URL ...",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "--base URL", "the vendors' base URL (overrides VENDOR_BASE_URL)" },
+		{ "--retries N", "retry a failing vendor up to N more times (default 3)" },
+		{ "--timeout S", "give up an attempt after S seconds (default 30)" },
+		{ "--max-bytes N", "the largest response, as decoded (default 67108864)" },
+		{ "--max-total N", "the memory all responses may hold at once (default 1073741824)" },
+		{ "--filter JQ", "run jq -c JQ over each response before reading it" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 /* --- writing ---------------------------------------------------------------- */
@@ -479,7 +492,7 @@ main(int argc, char **argv)
 	int ch, total_given = 0;
 
 	log_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'b': base = optarg; break;
 		case 'r': opt.retries = option_long("--retries", optarg, 0, 100); break;
@@ -494,7 +507,7 @@ main(int argc, char **argv)
 			break;
 		case 'f': opt.filter = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return EXIT_OK;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}

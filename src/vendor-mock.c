@@ -116,12 +116,31 @@ static volatile int stopping;
 static void
 usage(FILE *fp, int code)
 {
-	fprintf(fp, "usage: %s [--listen ADDR:PORT] [--vendor NAME=FILE]... "
-	    "[--generate NAME:COUNT]...\n"
-	    "\t[--fail-rate [VENDOR=]P] [--fail-first [VENDOR=]N] [--latency [VENDOR=]MS]\n"
-	    "\t[--fail-status CODE] [--retry-after S] [--seed N] [--log FILE]\n"
-	    "\t[--answer [VENDOR=]STATUS[:BODY]] [--hang VENDOR] [--drop VENDOR]\n", progname);
-	exit(code);
+	static const char *const synopsis[] = {
+		"[--listen ADDR:PORT] [--vendor NAME=FILE]... [--generate NAME:COUNT]...\n"
+		"[--fail-rate [VENDOR=]P] [--fail-first [VENDOR=]N] [--latency [VENDOR=]MS]\n"
+		"[--fail-status CODE] [--retry-after S] [--seed N] [--log FILE]\n"
+		"[--answer [VENDOR=]STATUS[:BODY]] [--hang VENDOR] [--drop VENDOR]",
+		NULL,
+	};
+	static const struct usage_option options[] = {
+		{ "--listen ADDR:PORT", "where to listen (default " DEFAULT_LISTEN ")" },
+		{ "--vendor NAME=FILE", "serve vendor NAME with the catalogue in FILE" },
+		{ "--generate NAME:COUNT", "serve vendor NAME with COUNT generated products" },
+		{ "--fail-rate [VENDOR=]P", "fail each request with probability P" },
+		{ "--fail-first [VENDOR=]N", "fail each vendor's first N requests" },
+		{ "--latency [VENDOR=]MS", "wait MS milliseconds before each answer" },
+		{ "--fail-status CODE", "the status of injected failures, 400 to 599 (default 503)" },
+		{ "--retry-after S", "add Retry-After: S to injected failures" },
+		{ "--answer [VENDOR=]STATUS[:BODY]", "answer every request with STATUS and BODY" },
+		{ "--hang VENDOR", "answer nothing to the vendor's requests" },
+		{ "--drop VENDOR", "close the vendor's connections without answering" },
+		{ "--seed N", "seed of generated catalogues and --fail-rate (default 1)" },
+		{ "--log FILE", "append one JSON line per request to FILE" },
+		{ NULL, NULL },
+	};
+
+	usage_exit(fp, code, synopsis, options);
 }
 
 static void
@@ -1053,7 +1072,7 @@ main(int argc, char **argv)
 
 	log_init(argv[0]);
 	catalogues = xcalloc(argc, sizeof *catalogues);
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'L': listen = optarg; break;
 		case 'v':
@@ -1072,7 +1091,7 @@ main(int argc, char **argv)
 		case 'S': seed = option_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'o': logpath = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
-		case 'V': puts(OA_VERSION); return EXIT_OK;
+		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}
