@@ -1,4 +1,4 @@
-/* metrics-units: unit tests of lib/metrics (the text format, escaping, values, histograms, threads). */
+/* metrics-units: unit tests of lib/metrics (text format, escaping, values, histograms, threads). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
