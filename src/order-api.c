@@ -155,10 +155,15 @@ struct placer {
 	struct backoff db_backoff;
 	unsigned long db_connects;
 	struct mq mq;
-	double mq_retry_at;
+	/*
+	 * Orders and the idle placer retry the broker at paces of their own:
+	 * the first order after a long outage must not wait out a delay that
+	 * grew while nobody ordered.
+	 */
+	double mq_retry_at, mq_idle_retry_at;
+	struct backoff mq_backoff, mq_idle_backoff;
 	double mq_warned_at;
-	unsigned long mq_failures;	/* connection attempts failed since the last warning */
-	struct backoff mq_backoff;
+	unsigned long mq_failures;	/* connection attempts failed in this outage */
 	unsigned long mq_connects;
 	struct req *batch[BATCH_MAX];
 	struct order_request rq[BATCH_MAX];
@@ -293,19 +298,25 @@ placer_check_db(struct placer *p)
 		placer_db_lost(p);
 }
 
-/* Lazily (re)connect to the broker and declare the queue; 0 when it can take messages. */
+/*
+ * (Re)connect to the broker and declare the queue, at most once per backoff
+ * delay of the orders' pace or, when idle, the idle placer's; 0 when it can
+ * take messages.
+ */
 static int
-placer_mq(struct placer *p)
+placer_mq(struct placer *p, int idle)
 {
 	struct mq_topology t = { opt.queue, MAX_DELIVERIES_DEFAULT, -1, 1 };
 	double now = now_seconds();
+	double *retry_at = idle ? &p->mq_idle_retry_at : &p->mq_retry_at;
 
 	if (mq_connected(&p->mq))
 		return 0;
-	if (now < p->mq_retry_at)
+	if (now < *retry_at)
 		return -1;
 	if (mq_connect(&p->mq) == 0 && mq_declare(&p->mq, &t) == 0) {
 		backoff_reset(&p->mq_backoff);
+		backoff_reset(&p->mq_idle_backoff);
 		p->mq_failures = 0;
 		if (p->mq_connects++ > 0) {
 			count(&metrics.mq_reconnects);
@@ -320,7 +331,7 @@ placer_mq(struct placer *p)
 		p->mq_warned_at = now;
 	}
 	mq_close(&p->mq);
-	p->mq_retry_at = now + backoff_next(&p->mq_backoff);
+	*retry_at = now + backoff_next(idle ? &p->mq_idle_backoff : &p->mq_backoff);
 	return -1;
 }
 
@@ -342,7 +353,7 @@ placer_idle(struct placer *p)
 		if (ev.type == MQ_CLOSED)
 			warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
 	}
-	placer_mq(p);
+	placer_mq(p, 1);
 	placer_check_db(p);
 	atomic_store(&health.db_up, p->db != NULL);
 	atomic_store(&health.mq_up, mq_connected(&p->mq));
@@ -379,7 +390,7 @@ publish(struct placer *p, struct req **v, size_t n)
 	static struct mq_confirms waits;
 	double deadline = now_seconds() + CONFIRM_WAIT;
 
-	if (n == 0 || placer_mq(p) < 0)
+	if (n == 0 || placer_mq(p, 0) < 0)
 		return;
 	mq_confirms_clear(&waits);
 	for (size_t i = 0; i < n; i++) {
@@ -1065,6 +1076,7 @@ main(int argc, char **argv)
 	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
 	placer.db_backoff = (struct backoff)BACKOFF_DB_CONNECT;
 	placer.mq_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
+	placer.mq_idle_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
 	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
 		die(EXIT_NOMEM, "cannot start the placer thread");
 	httpd_start(&srv, &addr, listen);
