@@ -1,9 +1,10 @@
-/* order-api: the seed's HTTP front: orders placed in shared batches, lookups of orders and stock. */
+/* order-api: the HTTP front: orders placed in shared batches, lookups, /health and /metrics. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,12 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
+#include "lib/config.h"
 #include "lib/db.h"
 #include "lib/httpd.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/num.h"
 #include "lib/orders.h"
 #include "lib/policy.h"
@@ -43,6 +46,12 @@
 #define PAGE_MAX	1000
 /* SIGTERM: how long requests already being answered may take to finish. */
 #define DRAIN_WAIT	10
+/* An idle placer asks the database "SELECT 1" at most this often (seconds), for /health. */
+#define HEALTH_PROBE	1.0
+/* /health: a placer that has said nothing for this long is stuck (in a call that hangs). */
+#define HEALTH_STALE	30.0
+/* The broker being unreachable is said at once, then at most this often (seconds). */
+#define MQ_WARN_EVERY	60.0
 
 enum req_state {
 	READING,	/* body still arriving, or answered directly */
@@ -61,10 +70,13 @@ struct req {
 	struct order_result res;
 	char *line;			/* res as an order line */
 	int published;			/* 1 confirmed; 0 not; -1 came back unrouted */
-	int committed_unknown;		/* UNAVAILABLE: the connection broke mid-commit */
+	int committed_unknown;		/* UNAVAILABLE: the connection broke after COMMIT was sent */
+	const char *unavailable;	/* UNAVAILABLE: what the 503 says */
 	long retry_after;
 	uint64_t seq;			/* confirm sequence number while publishing */
 	int settled;
+	int is_order;			/* POST /order: counted and timed when answered */
+	double t0;			/* when its headers arrived */
 	struct req *next;
 };
 
@@ -88,14 +100,71 @@ static PGconn *pool[POOL_MAX];
 static size_t pool_n;
 static double pool_down_until;
 
+/* What the placer last saw of its connections: it alone writes, GET /health reads. */
+static struct {
+	atomic_int db_up, mq_up;
+	_Atomic double at;	/* now_seconds() when it last said; 0: not yet */
+} health;
+
+/*
+ * GET /metrics. Counted where they happen with relaxed atomics: no lock and
+ * no allocation on the way of an order.
+ */
+enum outcome {
+	OUT_PLACED, OUT_REPLAYED, OUT_INSUFFICIENT_STOCK, OUT_UNKNOWN_SKU, OUT_KEY_REUSED,
+	OUT_INVALID, OUT_TOO_LARGE, OUT_DB_DOWN, OUT_COMMIT_UNKNOWN, OUT_SHUTTING_DOWN, OUT_OTHER,
+	OUTCOMES
+};
+/* order_api_orders_total's labels for each outcome of a POST /order. */
+static const char *const outcome_labels[OUTCOMES][5] = {
+	[OUT_PLACED] = { "outcome", "placed", NULL },
+	[OUT_REPLAYED] = { "outcome", "replayed", NULL },
+	[OUT_INSUFFICIENT_STOCK] = { "outcome", "refused", "reason", "insufficient_stock", NULL },
+	[OUT_UNKNOWN_SKU] = { "outcome", "refused", "reason", "unknown_sku", NULL },
+	[OUT_KEY_REUSED] = { "outcome", "refused", "reason", "idempotency_key_reused", NULL },
+	[OUT_INVALID] = { "outcome", "refused", "reason", "invalid_request", NULL },
+	[OUT_TOO_LARGE] = { "outcome", "refused", "reason", "body_too_large", NULL },
+	[OUT_DB_DOWN] = { "outcome", "unavailable", "reason", "database", NULL },
+	[OUT_COMMIT_UNKNOWN] = { "outcome", "unavailable", "reason", "commit_unknown", NULL },
+	[OUT_SHUTTING_DOWN] = { "outcome", "unavailable", "reason", "shutting_down", NULL },
+	[OUT_OTHER] = { "outcome", "error", NULL },
+};
+/* Seconds from a POST /order's headers to its answer. */
+static const double latency_bounds[] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
+};
+static struct {
+	atomic_ullong orders[OUTCOMES];
+	atomic_ullong unpublished;	/* placed, not confirmed by the broker: order-sweep's */
+	atomic_ullong db_reconnects, mq_reconnects;
+	atomic_ullong awaiting_confirm;	/* a gauge: publishes of the batch being published */
+	struct metrics_histogram latency;
+} metrics = { .latency = METRICS_HISTOGRAM_INIT(latency_bounds) };
+
+static void
+count(atomic_ullong *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
 /* What only the placer thread touches. */
 struct placer {
 	PGconn *db;
 	double db_retry_at;
+	double db_answered_at;		/* the last statement that came back */
 	struct backoff db_backoff;
+	unsigned long db_connects;
 	struct mq mq;
-	double mq_retry_at;
-	struct backoff mq_backoff;
+	/*
+	 * Orders and the idle placer retry the broker at paces of their own:
+	 * the first order after a long outage must not wait out a delay that
+	 * grew while nobody ordered.
+	 */
+	double mq_retry_at, mq_idle_retry_at;
+	struct backoff mq_backoff, mq_idle_backoff;
+	double mq_warned_at;
+	unsigned long mq_failures;	/* connection attempts failed in this outage */
+	unsigned long mq_connects;
 	struct req *batch[BATCH_MAX];
 	struct order_request rq[BATCH_MAX];
 	struct order_result res[BATCH_MAX];
@@ -197,6 +266,11 @@ placer_db(struct placer *p)
 		return -1;
 	if ((p->db = db_connect(0)) != NULL && orders_prepare(p->db) == 0) {
 		backoff_reset(&p->db_backoff);
+		p->db_answered_at = now_seconds();
+		if (p->db_connects++ > 0) {
+			count(&metrics.db_reconnects);
+			warning("database %s: connected again", config_db_target());
+		}
 		return 0;
 	}
 	PQfinish(p->db);
@@ -205,41 +279,97 @@ placer_db(struct placer *p)
 	return -1;
 }
 
-/* Lazily (re)connect to the broker and declare the queue; 0 when it can take messages. */
+/* The connection is gone: reconnect after the next backoff delay. */
+static void
+placer_db_lost(struct placer *p)
+{
+	PQfinish(p->db);
+	p->db = NULL;
+	p->db_retry_at = now_seconds() + backoff_next(&p->db_backoff);
+}
+
+/*
+ * Keep /health true of the database while no order uses it: reconnect (at
+ * the backoff's pace), or ask "SELECT 1" once nothing came back for a second.
+ */
+static void
+placer_check_db(struct placer *p)
+{
+	struct db_failure f;
+	PGresult *r;
+
+	if (placer_db(p) < 0 || now_seconds() - p->db_answered_at < HEALTH_PROBE)
+		return;
+	if ((r = db_run(p->db, &f, "checking the connection", "SELECT 1", 0, NULL)) != NULL) {
+		PQclear(r);
+		p->db_answered_at = now_seconds();
+		return;
+	}
+	db_warn(&f);
+	if (f.lost)
+		placer_db_lost(p);
+}
+
+/*
+ * (Re)connect to the broker and declare the queue, at most once per backoff
+ * delay of the orders' pace or, when idle, the idle placer's; 0 when it can
+ * take messages.
+ */
 static int
-placer_mq(struct placer *p)
+placer_mq(struct placer *p, int idle)
 {
 	struct mq_topology t = { opt.queue, MAX_DELIVERIES_DEFAULT, -1, 1 };
 	double now = now_seconds();
+	double *retry_at = idle ? &p->mq_idle_retry_at : &p->mq_retry_at;
 
 	if (mq_connected(&p->mq))
 		return 0;
-	if (now < p->mq_retry_at)
+	if (now < *retry_at)
 		return -1;
 	if (mq_connect(&p->mq) == 0 && mq_declare(&p->mq, &t) == 0) {
 		backoff_reset(&p->mq_backoff);
+		backoff_reset(&p->mq_idle_backoff);
+		p->mq_failures = 0;
+		if (p->mq_connects++ > 0) {
+			count(&metrics.mq_reconnects);
+			warning("broker %s: connected again; new orders are published", p->mq.target);
+		}
 		return 0;
 	}
-	warning("broker %s: %s; new orders stay pending for order-sweep", p->mq.target, p->mq.why);
+	/* Said at the first failure, then once a minute: attempts go on every few seconds. */
+	if (p->mq_failures++ == 0 || now - p->mq_warned_at >= MQ_WARN_EVERY) {
+		warning("broker %s: %s; new orders stay pending for order-sweep (attempt %lu)",
+		    p->mq.target, p->mq.why, p->mq_failures);
+		p->mq_warned_at = now;
+	}
 	mq_close(&p->mq);
-	p->mq_retry_at = now + backoff_next(&p->mq_backoff);
+	*retry_at = now + backoff_next(idle ? &p->mq_idle_backoff : &p->mq_backoff);
 	return -1;
 }
 
-/* While no order comes, keep answering the broker's heartbeats. */
+/*
+ * Between batches and once a second while no order comes: answer the
+ * broker's heartbeats, notice a closed connection, reconnect what is down
+ * (at the backoff's pace), and tell /health what was seen.
+ */
 static void
 placer_idle(struct placer *p)
 {
 	struct mq_event ev;
 
-	if (!mq_connected(&p->mq))
-		return;
-	do {
-		mq_next_event(&p->mq, 0, &ev);
-		free(ev.body);
-	} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
-	if (ev.type == MQ_CLOSED)
-		warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
+	if (mq_connected(&p->mq)) {
+		do {
+			mq_next_event(&p->mq, 0, &ev);
+			free(ev.body);
+		} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
+		if (ev.type == MQ_CLOSED)
+			warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
+	}
+	placer_mq(p, 1);
+	placer_check_db(p);
+	atomic_store(&health.db_up, p->db != NULL);
+	atomic_store(&health.mq_up, mq_connected(&p->mq));
+	atomic_store(&health.at, now_seconds());
 }
 
 /* An order's confirm: it is published if acked and not returned unrouted. */
@@ -272,7 +402,7 @@ publish(struct placer *p, struct req **v, size_t n)
 	static struct mq_confirms waits;
 	double deadline = now_seconds() + CONFIRM_WAIT;
 
-	if (n == 0 || placer_mq(p) < 0)
+	if (n == 0 || placer_mq(p, 0) < 0)
 		return;
 	mq_confirms_clear(&waits);
 	for (size_t i = 0; i < n; i++) {
@@ -285,6 +415,7 @@ publish(struct placer *p, struct req **v, size_t n)
 		}
 		mq_confirms_add(&waits, &p->mq, v[i]->seq, v[i], 0);
 	}
+	atomic_store_explicit(&metrics.awaiting_confirm, waits.n, memory_order_relaxed);
 	while (waits.n > 0 && now_seconds() < deadline) {
 		struct mq_event ev;
 
@@ -294,16 +425,19 @@ publish(struct placer *p, struct req **v, size_t n)
 		else if (ev.type == MQ_RETURN)
 			returned(v, n, &ev);
 		free(ev.body);
+		atomic_store_explicit(&metrics.awaiting_confirm, waits.n, memory_order_relaxed);
 		if (ev.type == MQ_CLOSED) {
 			warning("broker %s: %s; %zu orders were not confirmed and stay pending for"
 			    " order-sweep", p->mq.target, p->mq.why, waits.n);
-			return;
+			break;
 		}
 	}
+	atomic_store_explicit(&metrics.awaiting_confirm, 0, memory_order_relaxed);
+	/* Returned unrouted, even if the connection closed before its ack: not published. */
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->published < 0)
 			v[i]->published = 0;
-	if (waits.n > 0) {
+	if (waits.n > 0 && mq_connected(&p->mq)) {
 		/* Confirms that never came: start over on a fresh channel. */
 		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
 		    " pending for order-sweep", p->mq.target, waits.n, CONFIRM_WAIT);
@@ -311,14 +445,32 @@ publish(struct placer *p, struct req **v, size_t n)
 	}
 }
 
+/* What a request's 503 says when orders_place failed with rc. */
+static const char *
+place_failure(int rc)
+{
+	switch (rc) {
+	case ORDERS_LOST:
+		return "the database connection broke after COMMIT was sent, before its answer:"
+		    " the order may have been placed; retry with the same key to learn it";
+	case ORDERS_LOST_BEFORE_COMMIT:
+		return "the database connection broke before COMMIT was sent: the order was not"
+		    " placed";
+	default:
+		return "the database refused the transaction: the order was not placed";
+	}
+}
+
+/* The batch's requests answer 503 saying why; unknown: COMMIT was sent, its answer lost. */
 static void
-fail_batch(struct placer *p, struct req **v, size_t n, int unknown)
+fail_batch(struct placer *p, struct req **v, size_t n, int unknown, const char *why)
 {
 	long secs = (long)ceil(p->db_retry_at - now_seconds());
 
 	for (size_t i = 0; i < n; i++) {
 		v[i]->state = UNAVAILABLE;
 		v[i]->committed_unknown = unknown;
+		v[i]->unavailable = why;
 		v[i]->retry_after = secs > 0 ? secs : 1;
 	}
 }
@@ -331,20 +483,20 @@ place(struct placer *p, struct req **v, size_t n)
 	int rc;
 
 	if (placer_db(p) < 0) {
-		fail_batch(p, v, n, 0);
+		fail_batch(p, v, n, 0, "the database is unreachable: the order was not placed");
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
 		p->rq[i] = v[i]->rq;
 	if ((rc = orders_place(p->db, p->rq, n, p->res)) != ORDERS_OK) {
-		if (rc == ORDERS_LOST || db_connection_lost(p->db)) {
-			PQfinish(p->db);
-			p->db = NULL;
-			p->db_retry_at = now_seconds() + backoff_next(&p->db_backoff);
-		}
-		fail_batch(p, v, n, rc == ORDERS_LOST);
+		if (rc != ORDERS_FAILED || db_connection_lost(p->db))
+			placer_db_lost(p);
+		else
+			p->db_answered_at = now_seconds();
+		fail_batch(p, v, n, rc == ORDERS_LOST, place_failure(rc));
 		return;
 	}
+	p->db_answered_at = now_seconds();
 	for (size_t i = 0; i < n; i++) {
 		cJSON *o = order_result_json(&p->res[i]);
 
@@ -358,6 +510,9 @@ place(struct placer *p, struct req **v, size_t n)
 			fresh[nfresh++] = v[i];
 	}
 	publish(p, fresh, nfresh);
+	for (size_t i = 0; i < nfresh; i++)
+		if (!fresh[i]->published)
+			count(&metrics.unpublished);
 	debugx("placed a batch of %zu requests, %zu new orders", n, nfresh);
 }
 
@@ -397,6 +552,8 @@ placer_main(void *arg)
 	struct placer *p = arg;
 	size_t n;
 
+	/* Connected at once, so that /health answers for both from the start. */
+	placer_idle(p);
 	while ((n = take(p)) > 0) {
 		place(p, p->batch, n);
 		/* After resuming, a request belongs to its handler thread again: hands off. */
@@ -458,9 +615,7 @@ post_order(struct req *r)
 	if (r->state == PLACED)
 		return answer_placed(r);
 	if (r->state == UNAVAILABLE)
-		return reply_unavailable(r, r->retry_after, r->committed_unknown ?
-		    "the database connection broke while committing: the order may have been"
-		    " placed; retry with the same key" : "the order was not placed");
+		return reply_unavailable(r, r->retry_after, r->unavailable);
 	if (r->h.too_big)
 		return httpd_send_error(&r->h, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
 	/* Bytes PostgreSQL would refuse, or a \u0000 cJSON would cut a string at. */
@@ -672,6 +827,69 @@ list_stock(struct req *r)
 	return send_object(r, MHD_HTTP_OK, o, NULL);
 }
 
+/* --- GET /health, GET /metrics ---------------------------------------------- */
+
+/* 200 when the placer's database and broker connections answer, else 503 naming which. */
+static enum MHD_Result
+get_health(struct req *r)
+{
+	double at = atomic_load(&health.at);
+	int stalled = at > 0 && now_seconds() - at > HEALTH_STALE;
+	int db = atomic_load(&health.db_up), mq = atomic_load(&health.mq_up);
+	int up = db && mq && !stalled;
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "status", up ? "ok" : "unavailable");
+	cJSON_AddStringToObject(o, "database", db ? "up" : "down");
+	cJSON_AddStringToObject(o, "broker", mq ? "up" : "down");
+	if (stalled)
+		cJSON_AddStringToObject(o, "placer", "stalled");
+	return send_object(r, up ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o,
+	    (const char *[]){ MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL });
+}
+
+static double
+load(atomic_ullong *c)
+{
+	return (double)atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* The Prometheus text: httpd_send answers JSON only, so this one is queued here. */
+static enum MHD_Result
+get_metrics(struct req *r)
+{
+	static const char orders[] = "order_api_orders_total";
+	struct buf b = { 0 };
+	struct MHD_Response *resp;
+	enum MHD_Result rc;
+
+	metrics_family(&b, orders, METRICS_COUNTER, "POST /order requests answered, by outcome"
+	    " (placed 201, replayed 200, refused 4xx, unavailable 503) and reason.");
+	for (int o = 0; o < OUTCOMES; o++)
+		metrics_sample(&b, orders, outcome_labels[o], load(&metrics.orders[o]));
+	metrics_histogram(&b, "order_api_order_request_duration_seconds", "POST /order requests,"
+	    " from their headers to their answer.", NULL, &metrics.latency);
+	metrics_counter(&b, "order_api_orders_unpublished_total", "Orders placed whose publish"
+	    " the broker did not confirm: they stay pending for order-sweep.",
+	    load(&metrics.unpublished));
+	metrics_gauge(&b, "order_api_publishes_awaiting_confirm", "Orders published and not yet"
+	    " confirmed by the broker.", load(&metrics.awaiting_confirm));
+	metrics_counter(&b, "order_api_database_reconnects_total", "Database connections of the"
+	    " placer made again after one was lost or refused.", load(&metrics.db_reconnects));
+	metrics_counter(&b, "order_api_broker_reconnects_total", "Broker connections of the"
+	    " placer made again after one was lost.", load(&metrics.mq_reconnects));
+	metrics_gauge(&b, "order_api_database_up", "1 when the placer's database connection"
+	    " answers (as GET /health says).", atomic_load(&health.db_up));
+	metrics_gauge(&b, "order_api_broker_up", "1 when the placer's broker connection is open"
+	    " (as GET /health says).", atomic_load(&health.mq_up));
+	resp = xalloc_check(MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY));
+	buf_free(&b);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE);
+	rc = MHD_queue_response(r->h.c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return rc;
+}
+
 /* --- routing, and the hooks lib/httpd calls -------------------------------- */
 
 static int
@@ -700,17 +918,53 @@ route(struct httpd_req *hr)
 		return get ? list_stock(r) : httpd_method_not_allowed(hr, "GET, HEAD");
 	if (strncmp(url, "/stock/", 7) == 0 && url[7] != '\0')
 		return get ? get_stock(r, url + 7) : httpd_method_not_allowed(hr, "GET, HEAD");
+	if (strcmp(url, "/health") == 0)
+		return get ? get_health(r) : httpd_method_not_allowed(hr, "GET, HEAD");
+	if (strcmp(url, "/metrics") == 0)
+		return get ? get_metrics(r) : httpd_method_not_allowed(hr, "GET, HEAD");
 	return httpd_send_error(hr, MHD_HTTP_NOT_FOUND, "not_found");
 }
 
-/* httpd's opened hook: count the request, so SIGTERM can wait for its answer. */
+/* httpd's opened hook: count the request, so SIGTERM can wait for its answer; time an order. */
 static void
 request_opened(struct httpd_req *hr)
 {
-	(void)hr;
+	struct req *r = (struct req *)hr;
+
+	if (strcmp(hr->method, MHD_HTTP_METHOD_POST) == 0 && strcmp(hr->url, "/order") == 0) {
+		r->is_order = 1;
+		r->t0 = now_seconds();
+	}
 	pthread_mutex_lock(&lock);
 	open_requests++;
 	pthread_mutex_unlock(&lock);
+}
+
+/* httpd's answered hook: count a POST /order by its outcome, and time it. */
+static void
+request_answered(struct httpd_req *hr, unsigned status)
+{
+	struct req *r = (struct req *)hr;
+	enum outcome o;
+
+	if (!r->is_order)
+		return;
+	switch (status) {
+	case MHD_HTTP_CREATED: o = OUT_PLACED; break;
+	case MHD_HTTP_OK: o = OUT_REPLAYED; break;
+	case MHD_HTTP_CONFLICT: o = OUT_INSUFFICIENT_STOCK; break;
+	case MHD_HTTP_NOT_FOUND: o = OUT_UNKNOWN_SKU; break;
+	case MHD_HTTP_UNPROCESSABLE_CONTENT: o = OUT_KEY_REUSED; break;
+	case MHD_HTTP_BAD_REQUEST: o = OUT_INVALID; break;
+	case MHD_HTTP_CONTENT_TOO_LARGE: o = OUT_TOO_LARGE; break;
+	case MHD_HTTP_SERVICE_UNAVAILABLE:
+		o = r->state != UNAVAILABLE ? OUT_SHUTTING_DOWN : r->committed_unknown ?
+		    OUT_COMMIT_UNKNOWN : OUT_DB_DOWN;
+		break;
+	default: o = OUT_OTHER;
+	}
+	count(&metrics.orders[o]);
+	metrics_observe(&metrics.latency, now_seconds() - r->t0);
 }
 
 /* httpd's closed hook. */
@@ -793,6 +1047,7 @@ main(int argc, char **argv)
 		.handle = route,
 		.opened = request_opened,
 		.closed = request_closed,
+		.answered = request_answered,
 	};
 	const char *listen = NULL;
 	char buf[64];
@@ -833,6 +1088,7 @@ main(int argc, char **argv)
 	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
 	placer.db_backoff = (struct backoff)BACKOFF_DB_CONNECT;
 	placer.mq_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
+	placer.mq_idle_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
 	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
 		die(EXIT_NOMEM, "cannot start the placer thread");
 	httpd_start(&srv, &addr, listen);

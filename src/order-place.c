@@ -115,14 +115,15 @@ stats_print(void)
 static int
 exit_status(int rc)
 {
-	return rc == ORDERS_LOST ? EXIT_UNAVAILABLE : EXIT_SQL;
+	return rc == ORDERS_LOST || rc == ORDERS_LOST_BEFORE_COMMIT ? EXIT_UNAVAILABLE : EXIT_SQL;
 }
 
 /* The first words of the message that says so. */
 static const char *
 failure_words(int rc)
 {
-	return rc == ORDERS_LOST ? "database unavailable" : "database error";
+	return rc == ORDERS_LOST || rc == ORDERS_LOST_BEFORE_COMMIT ? "database unavailable" :
+	    "database error";
 }
 
 /*

@@ -81,6 +81,7 @@ struct attempt {
 	size_t nstock;
 	PGresult *locked;
 	struct db_failure why;
+	int commit_sent;	/* a lost connection may then have committed */
 };
 
 static int
@@ -497,6 +498,7 @@ attempt_run(struct attempt *a, size_t *scratch)
 	for (size_t k = 0; k < nlost; k++)
 		if (a->res[scratch[k]].status == NULL)
 			return inconsistent(a, "idempotency key conflict without an order");
+	a->commit_sent = 1;
 	if (db_command(a->c, &a->why, "committing", "COMMIT", 0, NULL) < 0)
 		return -1;
 	copy_repeats(a);
@@ -524,6 +526,7 @@ attempt_reset(struct attempt *a)
 	}
 	attempt_free(a);
 	memset(&a->why, 0, sizeof a->why);
+	a->commit_sent = 0;
 }
 
 static int
@@ -537,9 +540,10 @@ place_batch(struct attempt *a, size_t *scratch)
 		if (!a->why.lost && PQtransactionStatus(a->c) != PQTRANS_IDLE)
 			PQclear(PQexec(a->c, "ROLLBACK"));
 		if (a->why.lost) {
-			warning("database: connection lost placing a batch of %zu requests: %s",
-			    a->n, a->why.msg);
-			return ORDERS_LOST;
+			warning("database: connection lost placing a batch of %zu requests: %s; %s",
+			    a->n, a->why.msg, a->commit_sent ? "COMMIT was sent: it may have been"
+			    " committed" : "none of it was committed");
+			return a->commit_sent ? ORDERS_LOST : ORDERS_LOST_BEFORE_COMMIT;
 		}
 		if (!a->why.retryable || attempt == MAX_ATTEMPTS) {
 			warning("database: placing a batch of %zu requests%s: %s; none of it was"

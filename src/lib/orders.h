@@ -46,8 +46,11 @@ struct order_result {
 
 enum {
 	ORDERS_OK = 0,		/* committed: every result is final */
-	ORDERS_LOST = -1,	/* connection lost: the batch may or may not have committed */
-	ORDERS_FAILED = -2	/* the database refused the batch: nothing committed */
+	ORDERS_LOST = -1,	/* connection lost once COMMIT was sent: the batch may or may
+				   not have committed */
+	ORDERS_FAILED = -2,	/* the database refused the batch: nothing committed */
+	ORDERS_LOST_BEFORE_COMMIT = -3	/* connection lost before COMMIT was sent: the
+					   server rolls the batch back, nothing committed */
 };
 
 /*
@@ -68,7 +71,9 @@ int orders_prepare(PGconn *c);
 /*
  * Place n requests in one transaction, allocating in input order, retrying
  * the whole batch after a deadlock or serialization failure. res[i] answers
- * rq[i]; on ORDERS_OK every result is committed. The caller frees each with
+ * rq[i]; on ORDERS_OK every result is committed. A lost connection is
+ * ORDERS_LOST only when COMMIT had been sent (its answer never came), else
+ * ORDERS_LOST_BEFORE_COMMIT. The caller frees each with
  * order_result_clear (harmless after a failure, when all are empty).
  * A request whose key appears earlier in the batch gets the earlier answer.
  * A request whose key already names another request (another SKU or
