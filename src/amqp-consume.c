@@ -1738,7 +1738,7 @@ parse_options(int argc, char **argv)
 		usage(stderr, EXIT_USAGE);
 	}
 	if (opt.save == NULL && optind >= argc) {
-		warning("a COMMAND to run (or --save FILE) is required");
+		warning("a COMMAND to run is required (or --save FILE)");
 		usage(stderr, EXIT_USAGE);
 	}
 	if ((opt.save != NULL && *opt.save == '\0') || (opt.metrics != NULL && *opt.metrics == '\0')) {
