@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/amqp.h"
+#include "lib/buf.h"
 #include "lib/hash.h"
 #include "lib/jsonl.h"
 #include "lib/log.h"
@@ -60,12 +62,12 @@ struct child {
 };
 
 static struct {
-	const char *queue, *match;
+	const char *queue, *match, *metrics, *save;
 	long prefetch, max_deliveries, retry_ms;
 	double idle_exit, patience, grace, consumer_timeout, report_every;
 	char **argv;
-} opt = { QUEUE_DEFAULT, NULL, 64, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT, -1, -1,
-	GRACE_DEFAULT, CONSUMER_TIMEOUT_DEFAULT, WAIT_REPORT_INTERVAL, NULL };
+} opt = { QUEUE_DEFAULT, NULL, NULL, NULL, -1, MAX_DELIVERIES_DEFAULT, RETRY_DELAY_MS_DEFAULT,
+	-1, -1, GRACE_DEFAULT, CONSUMER_TIMEOUT_DEFAULT, WAIT_REPORT_INTERVAL, NULL };
 
 static struct mq mq;
 static struct child child = { .backoff = BACKOFF_CHILD, .down_since = -1 };
@@ -98,6 +100,14 @@ static double connect_at, lost_since = -1, last_activity, last_answer, next_lost
 static double stall_since, next_stall_report, next_timeout_scan;	/* stall_since: last answer, or first message given since */
 static int lost_refusing;		/* the broker is up, the queue does not work */
 static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
+/* --metrics: what happened since start, counted where it happens; written by write_metrics(). */
+static struct {
+	long acked, retried, deferred, dead_answer, dead_invalid, returned, blamed;
+	long restarts, deaths_exited, deaths_signalled, deaths_broken;
+} count;
+static double started, next_metrics, next_metrics_warning;
+static char *metrics_tmp;		/* FILE.tmp, renamed over FILE */
+static struct buf metrics_text;
 
 static void
 usage(FILE *fp, int code)
@@ -105,7 +115,8 @@ usage(FILE *fp, int code)
 	static const char *const synopsis[] = {
 		"[-q QUEUE] [-p PREFETCH] [--match FIELD] [--retry-delay S]\n"
 		"[--max-deliveries N] [--idle-exit S] [--grace S] [--patience S]\n"
-		"[--consumer-timeout S] -- COMMAND [ARG...]",
+		"[--consumer-timeout S] [--metrics FILE] -- COMMAND [ARG...]",
+		"--save FILE [-q QUEUE] [-p PREFETCH] [--idle-exit S] [--patience S]",
 		NULL,
 	};
 	static const struct usage_option options[] = {
@@ -118,6 +129,8 @@ usage(FILE *fp, int code)
 		{ "--grace S", "seconds a stopping child may go without answering (default 10)" },
 		{ "--patience S", "exit 69 when the broker or the child stays away S seconds (default never)" },
 		{ "--consumer-timeout S", "the broker's consumer_timeout, in seconds (default 1800)" },
+		{ "--metrics FILE", "write Prometheus metrics to FILE every 5 s and at exit" },
+		{ "--save FILE", "append the queue's messages to FILE (no command), ack once written" },
 		{ NULL, NULL },
 	};
 
@@ -326,6 +339,8 @@ start_child(int first)
 	set_nonblock(child.out);
 	child.wlen = child.woff = child.rlen = child.written = child.answered = 0;
 	child.broken = 0;
+	if (!first)
+		count.restarts++;
 	last_activity = now_seconds();	/* a restart is not idleness */
 	debugx("started %s (pid %d)", opt.argv[0], (int)child.pid);
 }
@@ -479,6 +494,7 @@ on_delivery(struct mq_event *ev)
 	}
 	key[0] = '\0';
 	if (!valid_body(ev->body, &ev->len, &why, key, sizeof key)) {
+		count.dead_invalid++;
 		warning("a message of queue %s %s%s%s: dead-lettered to %s without running %s",
 		    opt.queue, why, opt.match ? " " : "", opt.match ? opt.match : "", dead_queue,
 		    opt.argv[0]);
@@ -635,14 +651,17 @@ settle(struct msg *m, int prefix)
 	switch (m->verdict) {
 	case V_RETRY:
 	case V_DEFER:
+		++*(m->verdict == V_RETRY ? &count.retried : &count.deferred);
 		flush_acks();
 		copy_back(m, retry_queue, m->attempts + (m->verdict == V_RETRY));
 		break;
 	case V_DEAD:
+		count.dead_answer++;
 		if (mq_reject(&mq, m->tag, 0) < 0)
 			warning("broker: %s", mq.why);
 		break;
 	default:
+		count.acked++;
 		if (prefix && retry_copies.n == 0) {
 			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
 			ack_upto = m->tag;
@@ -817,6 +836,7 @@ static void
 blame(struct msg *m)
 {
 	hash_add(&guilty, hash_string(m->body), NULL, NULL, 0, NULL);
+	count.blamed++;
 	m->sent = 0;
 	unlink_msg(m);
 	reject(m, 1);
@@ -923,6 +943,8 @@ child_died(int status)
 		snprintf(how, sizeof how, "was broken");
 	else
 		describe_status(how, sizeof how, status);
+	++*(child.broken ? &count.deaths_broken : WIFSIGNALED(status) ? &count.deaths_signalled :
+	    &count.deaths_exited);
 	if (child.broken)
 		warning("%s %s; killed it: nothing is acked for that line", opt.argv[0],
 		    child.broken_why);
@@ -1116,6 +1138,7 @@ return_old_messages(double now)
 		if (n++ == 0)
 			flush_acks();
 		copy_back(m, opt.queue, m->attempts);
+		count.returned++;
 		if (!m->sent) {
 			unlink_msg(m);
 			free_msg(m);
@@ -1129,6 +1152,157 @@ return_old_messages(double now)
 		    "the broker's consumer timeout (%.0f s) (%s)", n, opt.consumer_timeout - margin,
 		    opt.queue, opt.consumer_timeout, nsent ? "the child has not answered them" :
 		    "they were waiting for the child");
+}
+
+/* --- metrics (--metrics) ------------------------------------------------------ */
+
+/*
+ * The Prometheus text format, for node_exporter's textfile collector: one
+ * family (# HELP, # TYPE) and its samples, each with the queue label. This
+ * is the only writer of the format here, to be replaced by a shared one.
+ */
+static void
+prom_family(struct buf *b, const char *name, const char *type, const char *help)
+{
+	char line[512];
+	int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+
+	xbuf_add(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* One sample: name{queue="Q"[,label="value"]} v; the label value is escaped as the format says. */
+static void
+prom_sample(struct buf *b, const char *name, const char *label, const char *value, double v)
+{
+	char num[64];
+	int n;
+
+	xbuf_add(b, name, strlen(name));
+	xbuf_add(b, "{queue=\"", 8);
+	for (const char *p = opt.queue; *p != '\0'; p++) {
+		if (*p == '\\' || *p == '"')
+			xbuf_add(b, "\\", 1);
+		xbuf_add(b, *p == '\n' ? "\\n" : p, *p == '\n' ? 2 : 1);
+	}
+	xbuf_add(b, "\"", 1);
+	if (label != NULL) {
+		n = snprintf(num, sizeof num, ",%s=\"%s\"", label, value);
+		xbuf_add(b, num, (size_t)n);
+	}
+	n = v == (double)(long)v ? snprintf(num, sizeof num, "} %ld\n", (long)v) :
+	    snprintf(num, sizeof num, "} %.3f\n", v);
+	xbuf_add(b, num, (size_t)n);
+}
+
+static void
+prom_one(struct buf *b, const char *name, const char *type, const char *help, double v)
+{
+	prom_family(b, name, type, help);
+	prom_sample(b, name, NULL, NULL, v);
+}
+
+static void
+format_metrics(struct buf *b, double now)
+{
+	double since = last_answer > 0 ? last_answer : started;
+
+	prom_one(b, "amqp_consume_messages_acked_total", "counter",
+	    "Messages answered success or failed, and acked.", count.acked);
+	prom_one(b, "amqp_consume_messages_retried_total", "counter",
+	    "Messages answered retry: copied to the delay queue, x-attempts plus one.", count.retried);
+	prom_one(b, "amqp_consume_messages_deferred_total", "counter",
+	    "Messages answered defer: copied to the delay queue, x-attempts unchanged.",
+	    count.deferred);
+	prom_family(b, "amqp_consume_messages_dead_lettered_total", "counter",
+	    "Messages rejected to the dead-letter queue: answered dead, or invalid at delivery.");
+	prom_sample(b, "amqp_consume_messages_dead_lettered_total", "reason", "answer",
+	    count.dead_answer);
+	prom_sample(b, "amqp_consume_messages_dead_lettered_total", "reason", "invalid",
+	    count.dead_invalid);
+	prom_one(b, "amqp_consume_messages_returned_total", "counter",
+	    "Messages held too long, copied back to the queue before the consumer timeout.",
+	    count.returned);
+	prom_one(b, "amqp_consume_messages_blamed_total", "counter",
+	    "Messages that killed a child, returned to the queue as a failed delivery.",
+	    count.blamed);
+	prom_one(b, "amqp_consume_child_restarts_total", "counter",
+	    "Times the child was started again.", count.restarts);
+	prom_family(b, "amqp_consume_child_deaths_total", "counter",
+	    "Times the child died: exited, killed by a signal, or killed as broken.");
+	prom_sample(b, "amqp_consume_child_deaths_total", "cause", "exited", count.deaths_exited);
+	prom_sample(b, "amqp_consume_child_deaths_total", "cause", "signalled",
+	    count.deaths_signalled);
+	prom_sample(b, "amqp_consume_child_deaths_total", "cause", "broken", count.deaths_broken);
+	prom_one(b, "amqp_consume_messages_held", "gauge",
+	    "Messages received and not yet settled (in flight).", nheld);
+	prom_one(b, "amqp_consume_messages_in_child", "gauge",
+	    "Messages in the child's hands, not yet answered.", nsent);
+	prom_one(b, "amqp_consume_broker_connected", "gauge",
+	    "1 when connected to the broker and consuming, else 0.", linked && mq_connected(&mq));
+	prom_one(b, "amqp_consume_seconds_since_last_answer", "gauge",
+	    "Seconds since the child's last answer (since start, before the first).", now - since);
+}
+
+/* Write FILE.tmp and rename it over FILE, so the collector never reads half a file. */
+static int
+write_metrics_file(const char **why)
+{
+	int fd = open(metrics_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	size_t off = 0;
+
+	*why = "creating";
+	if (fd < 0)
+		return -1;
+	*why = "writing";
+	while (off < metrics_text.len) {
+		ssize_t n = write(fd, metrics_text.data + off, metrics_text.len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	if (close(fd) < 0)
+		return -1;
+	*why = "renaming";
+	return rename(metrics_tmp, opt.metrics);
+}
+
+/*
+ * Rewrite the metrics file (every METRICS_INTERVAL seconds, and at exit;
+ * never per message). A failure at start is fatal; later it is said, then
+ * again every OA_WAIT_REPORT seconds while it lasts.
+ */
+static void
+write_metrics(double now, int first)
+{
+	const char *why;
+
+	if (opt.metrics == NULL)
+		return;
+	next_metrics = now + METRICS_INTERVAL;
+	buf_reset(&metrics_text);
+	format_metrics(&metrics_text, now);
+	if (write_metrics_file(&why) == 0) {
+		if (next_metrics_warning > 0)
+			warning("metrics file %s written again", opt.metrics);
+		next_metrics_warning = 0;
+		return;
+	}
+	if (first)
+		die(EXIT_CANT_CREATE, "--metrics: %s %s: %s; no message was taken", why,
+		    why[0] == 'r' ? opt.metrics : metrics_tmp, strerror(errno));
+	if (now < next_metrics_warning)
+		return;
+	warning("--metrics: %s %s: %s; messages are still handled, the file is stale", why,
+	    why[0] == 'r' ? opt.metrics : metrics_tmp, strerror(errno));
+	next_metrics_warning = now + opt.report_every;
 }
 
 /* --- shutting down ---------------------------------------------------------- */
@@ -1183,6 +1357,10 @@ finish(int code, const char *fmt, ...)
 	stop_child();
 	mq_close(&mq);
 	free_all();
+	nsent = 0;
+	write_metrics(now_seconds(), 0);
+	buf_free(&metrics_text);
+	free(metrics_tmp);
 	if (fflush(stdout) == EOF)
 		code = EXIT_OUTPUT;
 	exit(code);
@@ -1220,6 +1398,8 @@ poll_timeout(double now)
 		t = child.restart_at - now;
 	if (next_timeout_scan - now < t)
 		t = next_timeout_scan - now;
+	if (opt.metrics != NULL && next_metrics - now < t)
+		t = next_metrics - now;
 	/* The idle clock stops while disconnected: see idle_over(). */
 	if (opt.idle_exit >= 0 && !draining && mq_connected(&mq) && retry_copies.n == 0 &&
 	    last_activity + opt.idle_exit - now < t)
@@ -1307,12 +1487,222 @@ consume_loop(void)
 		if (now >= next_timeout_scan)
 			return_old_messages(now);
 		report_stall(now);
+		if (opt.metrics != NULL && now >= next_metrics)
+			write_metrics(now, 0);
 		feed_child();
 		write_child();
 		wait_events(now);
 		reap_child(0);
 		broker_events();
 	}
+}
+
+/* --- saving a queue (--save) ------------------------------------------------ */
+
+/*
+ * --save FILE: append the queue's messages to FILE, one body a line, with no
+ * child, declaring nothing (the queue must exist: a dead-letter queue has no
+ * topology of its own). A batch of lines is written and fsync'd before its
+ * messages are acked, so nothing is lost if we are killed: at worst the lines
+ * of the last batch are in FILE and are saved again by the next run. A body
+ * that is not one line (a newline before its end) cannot be a line of FILE:
+ * it is kept unacked, with a warning, and goes back to the queue at exit;
+ * while any is kept, the batch is acked one message at a time, so that no
+ * multiple ack covers it.
+ */
+static struct {
+	int fd;
+	struct buf lines;	/* the batch: its bodies, a line each */
+	uint64_t *tags;		/* its delivery tags */
+	size_t ntags, tags_cap;
+	long saved, kept;	/* in FILE and acked; left in the queue */
+	long kept_here;		/* kept on this connection */
+	double last_delivery;
+} save = { .fd = -1 };
+
+/* Connect, check the queue exists, subscribe: retried for --patience seconds, then exit 69. */
+static void
+save_link(void)
+{
+	long ready = 0;
+	int rc;
+
+	while (!stop_signals) {
+		if (mq_connect_retry(&mq, opt.patience, &stop_signals) < 0)
+			break;
+		if ((rc = mq_check_queue(&mq, opt.queue, &ready)) == -2 && save.fd < 0)
+			die(EXIT_NO_INPUT, "broker %s: %s; nothing was saved", mq.target, mq.why);
+		if (rc == -2)
+			die(EXIT_NO_INPUT, "broker %s: %s (deleted while we read it?); %ld messages "
+			    "were saved to %s and acked", mq.target, mq.why, save.saved, opt.save);
+		if (rc == 0 && mq_consume(&mq, opt.queue, (int)opt.prefetch) == 0) {
+			debugx("queue %s: %ld messages ready", opt.queue, ready);
+			save.kept_here = 0;
+			save.last_delivery = now_seconds();
+			return;
+		}
+		warning("broker %s: %s; connecting again", mq.target, mq.why);
+		mq_close(&mq);
+	}
+	if (stop_signals)
+		return;
+	die(EXIT_UNAVAILABLE, "broker %s unavailable; %ld messages of queue %s were saved to %s "
+	    "and acked, the others are still in the queue", mq.target, save.saved, opt.queue,
+	    opt.save);
+}
+
+/*
+ * FILE, for appending. A last line without its newline is the end of a run
+ * killed while writing: it is ended, so that the next line is whole (its
+ * message was not acked and is saved again below).
+ */
+static void
+save_open(void)
+{
+	struct stat st;
+	char last;
+
+	save.fd = open(opt.save, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (save.fd < 0)
+		die(EXIT_CANT_CREATE, "--save: opening %s: %s; nothing was taken from queue %s",
+		    opt.save, strerror(errno), opt.queue);
+	if (fstat(save.fd, &st) == 0 && st.st_size > 0 &&
+	    pread(save.fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
+		warning("%s ends in a partial line (a run killed while writing it): ending it; "
+		    "its message was not acked and is saved again whole", opt.save);
+		xbuf_add(&save.lines, "\n", 1);
+	}
+}
+
+/* A delivery: a line of the batch, or kept in the queue when it is not one line. */
+static void
+save_take(struct mq_event *ev)
+{
+	const char *nl = memchr(ev->body, '\n', ev->len);
+
+	save.last_delivery = now_seconds();
+	if (nl != NULL && nl != ev->body + ev->len - 1) {
+		char shown[81];
+		size_t n = ev->len < 80 ? ev->len : 80;
+
+		for (size_t i = 0; i < n; i++)
+			shown[i] = (unsigned char)ev->body[i] < 0x20 ? '?' : ev->body[i];
+		shown[n] = '\0';
+		warning("a message of queue %s spans several lines (%zu bytes: \"%s\"%s): not saved, "
+		    "it stays in the queue (delivery tag %llu)", opt.queue, ev->len, shown,
+		    ev->len > 80 ? "..." : "", (unsigned long long)ev->tag);
+		save.kept++;
+		save.kept_here++;
+		free(ev->body);
+		return;
+	}
+	xbuf_add(&save.lines, ev->body, ev->len);
+	if (nl == NULL)
+		xbuf_add(&save.lines, "\n", 1);
+	free(ev->body);
+	save.tags = grow(save.tags, &save.tags_cap, save.ntags + 1, sizeof *save.tags);
+	save.tags[save.ntags++] = ev->tag;
+}
+
+/* Write the batch, fsync it, and only then ack its messages. */
+static void
+save_flush(void)
+{
+	size_t off = 0;
+	int acked = 0;
+
+	while (off < save.lines.len) {
+		ssize_t n = write(save.fd, save.lines.data + off, save.lines.len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die(EXIT_OUTPUT, "--save: writing %s: %s; the %zu messages of this batch were "
+			    "not acked and stay in queue %s (%ld saved and acked before)", opt.save,
+			    strerror(errno), save.ntags, opt.queue, save.saved);
+		off += (size_t)n;
+	}
+	if (off > 0 && fsync(save.fd) < 0)
+		die(EXIT_OUTPUT, "--save: fsync of %s: %s; the %zu messages of this batch were not "
+		    "acked and stay in queue %s (%ld saved and acked before)", opt.save,
+		    strerror(errno), save.ntags, opt.queue, save.saved);
+	buf_reset(&save.lines);
+	if (save.ntags == 0)
+		return;
+	if (save.kept_here == 0)
+		acked = mq_ack_multiple(&mq, save.tags[save.ntags - 1]);
+	for (size_t i = 0; save.kept_here > 0 && acked == 0 && i < save.ntags; i++)
+		acked = mq_ack(&mq, save.tags[i]);
+	if (acked < 0)
+		warning("broker %s: %s; the %zu messages just saved to %s were not all acked: the "
+		    "broker delivers them again, so they may be in the file twice", mq.target, mq.why,
+		    save.ntags, opt.save);
+	else
+		save.saved += (long)save.ntags;
+	save.ntags = 0;
+}
+
+/* Read what the broker sent; 1 when the connection is gone. */
+static int
+save_events(void)
+{
+	while (mq_connected(&mq)) {
+		struct mq_event ev;
+
+		mq_next_event(&mq, 0, &ev);
+		if (ev.type == MQ_DELIVERY) {
+			save_take(&ev);
+			if (save.ntags >= (size_t)opt.prefetch)
+				save_flush();
+		} else if (ev.type == MQ_CANCELLED) {
+			mq_close(&mq);
+			snprintf(mq.why, sizeof mq.why, "the broker cancelled our consumer (was queue %s "
+			    "deleted?)", opt.queue);
+		} else if (ev.type == MQ_NONE) {
+			return 0;
+		} else if (ev.type == MQ_RETURN) {
+			free(ev.body);
+		}
+	}
+	return 1;
+}
+
+static void
+save_queue(void)
+{
+	save_link();
+	save_open();
+	while (!stop_signals) {
+		double now = now_seconds(), left = save.last_delivery + opt.idle_exit - now;
+		struct pollfd p;
+
+		if (!mq_connected(&mq)) {
+			/* The batch's messages come again: saving them now would only repeat them. */
+			warning("broker %s: connection lost: %s; connecting again", mq.target, mq.why);
+			buf_reset(&save.lines);
+			save.ntags = 0;
+			save_link();
+			continue;
+		}
+		if (left <= 0 && save.ntags == 0)
+			break;
+		if (!mq_buffered(&mq)) {
+			p = (struct pollfd){ .fd = mq_fd(&mq), .events = POLLIN };
+			poll(&p, 1, left < 1 ? (int)(left * 1000) + 1 : 1000);
+		}
+		if (save_events() == 0)
+			save_flush();
+	}
+	if (mq_connected(&mq))
+		save_flush();
+	mq_close(&mq);
+	if (close(save.fd) < 0)
+		die(EXIT_OUTPUT, "--save: closing %s: %s", opt.save, strerror(errno));
+	buf_free(&save.lines);
+	free(save.tags);
+	warning("saved %ld messages of queue %s to %s%s", save.saved, opt.queue, opt.save,
+	    save.kept > 0 ? "; some messages span several lines: they were left in the queue" : "");
+	exit(save.kept > 0 ? EXIT_BAD_INPUT : EXIT_OK);
 }
 
 static void
@@ -1328,11 +1718,13 @@ parse_options(int argc, char **argv)
 		{ "grace", required_argument, NULL, 'g' },
 		{ "patience", required_argument, NULL, 'P' },
 		{ "consumer-timeout", required_argument, NULL, 'C' },
+		{ "metrics", required_argument, NULL, 'X' },
+		{ "save", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *every = getenv("OA_WAIT_REPORT");
+	const char *every = getenv("OA_WAIT_REPORT"), *work_only = NULL;
 	int c;
 
 	/* "+": options end at COMMAND, whose own options are its business. */
@@ -1340,22 +1732,42 @@ parse_options(int argc, char **argv)
 		switch (c) {
 		case 'q': opt.queue = optarg; break;
 		case 'p': opt.prefetch = option_long("-p", optarg, 1, 65535); break;
-		case 'M': opt.match = optarg; break;
-		case 'r': opt.retry_ms = (long)(option_seconds("--retry-delay", optarg, 86400) * 1000 + 0.5); break;
-		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); break;
+		case 'M': opt.match = optarg; work_only = "--match"; break;
+		case 'r': opt.retry_ms = (long)(option_seconds("--retry-delay", optarg, 86400) * 1000 + 0.5); work_only = "--retry-delay"; break;
+		case 'm': opt.max_deliveries = option_long("--max-deliveries", optarg, 1, 1000); work_only = "--max-deliveries"; break;
 		case 'i': opt.idle_exit = option_seconds("--idle-exit", optarg, 1e9); break;
-		case 'g': opt.grace = option_seconds("--grace", optarg, 1e9); break;
+		case 'g': opt.grace = option_seconds("--grace", optarg, 1e9); work_only = "--grace"; break;
 		case 'P': opt.patience = option_seconds("--patience", optarg, 1e9); break;
-		case 'C': opt.consumer_timeout = option_seconds("--consumer-timeout", optarg, 1e9); break;
+		case 'C': opt.consumer_timeout = option_seconds("--consumer-timeout", optarg, 1e9); work_only = "--consumer-timeout"; break;
+		case 'X': opt.metrics = optarg; work_only = "--metrics"; break;
+		case 'S': opt.save = optarg; break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': version_exit();
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}
-	if (optind >= argc) {
-		warning("a COMMAND to run is required");
+	if (opt.save != NULL && (work_only != NULL || optind < argc)) {
+		if (work_only != NULL)
+			warning("option --save: %s is for running a COMMAND, not for saving a queue",
+			    work_only);
+		else
+			warning("option --save: saving a queue runs no COMMAND");
 		usage(stderr, EXIT_USAGE);
 	}
+	if (opt.save == NULL && optind >= argc) {
+		warning("a COMMAND to run is required (or --save FILE)");
+		usage(stderr, EXIT_USAGE);
+	}
+	if ((opt.save != NULL && *opt.save == '\0') || (opt.metrics != NULL && *opt.metrics == '\0')) {
+		warning("option %s: a file name is required", opt.save != NULL ? "--save" : "--metrics");
+		usage(stderr, EXIT_USAGE);
+	}
+	if (opt.prefetch < 0)
+		opt.prefetch = opt.save != NULL ? SAVE_PREFETCH_DEFAULT : 64;
+	if (opt.save != NULL && opt.idle_exit < 0)
+		opt.idle_exit = SAVE_IDLE_EXIT_DEFAULT;
+	if (opt.save != NULL && opt.patience < 0)
+		opt.patience = SAVE_PATIENCE_DEFAULT;
 	if (*opt.queue == '\0' || strlen(opt.queue) > 200) {
 		warning("option -q: a queue name has 1 to 200 bytes");
 		usage(stderr, EXIT_USAGE);
@@ -1389,8 +1801,15 @@ main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	mq_init(&mq, MQ_HEARTBEAT, 1);
+	mq_init(&mq, MQ_HEARTBEAT, opt.save == NULL);
+	if (opt.save != NULL)
+		save_queue();
 	child.in = child.out = -1;
+	started = now_seconds();
+	if (opt.metrics != NULL) {
+		metrics_tmp = xasprintf("%s.tmp", opt.metrics);
+		write_metrics(started, 1);
+	}
 	/* The child first: a command that cannot run must not take any message. */
 	start_child(1);
 	last_activity = now_seconds();

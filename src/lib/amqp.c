@@ -466,6 +466,31 @@ mq_check_exchange(struct mq *m, const char *exchange)
 }
 
 int
+mq_check_queue(struct mq *m, const char *queue, long *messages)
+{
+	amqp_queue_declare_ok_t *ok;
+
+	if (m->conn == NULL) {
+		set_why(m, "not connected");
+		return -1;
+	}
+	ok = amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0,
+	    amqp_empty_table);
+	if (last_ok(m, "checking the queue")) {
+		if (messages != NULL)
+			*messages = (long)ok->message_count;
+		return 0;
+	}
+	drop(m);
+	if (m->code != AMQP_NOT_FOUND && m->code != AMQP_ACCESS_REFUSED)
+		return -1;
+	m->permanent = 1;
+	set_why(m, "queue %s %s", queue, m->code == AMQP_NOT_FOUND ? "does not exist" :
+	    "is not ours to read");
+	return -2;
+}
+
+int
 mq_publish(struct mq *m, const char *exchange, const char *key, const char *body, size_t len,
     long attempts, uint64_t *seq)
 {

@@ -90,6 +90,12 @@ int mq_declare(struct mq *m, const struct mq_topology *t);
 int mq_check_exchange(struct mq *m, const char *exchange);
 
 /*
+ * Check that a queue exists (a passive declare), declaring nothing; its
+ * ready messages into *messages if not NULL. 0, -1 (connection), -2 (absent
+ * or refused: m->why names it, m->permanent is set).
+ */
+int mq_check_queue(struct mq *m, const char *queue, long *messages);
+/*
  * Publish a persistent application/json message (mandatory). attempts > 0
  * adds an x-attempts header. *seq gets its confirm sequence number. 0 or -1.
  */

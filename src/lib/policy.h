@@ -57,6 +57,18 @@ enum {
 /* amqp-consume's --grace: seconds a stopping child gets to answer before it is killed. */
 #define GRACE_DEFAULT		10.0
 
+/*
+ * amqp-consume --metrics: the file is rewritten at most this often (seconds),
+ * and at exit. --save: with no message for this long it has saved the
+ * queue and exits (--idle-exit overrides); it takes this many messages at a
+ * time, written and fsync'd as one batch before one ack, and waits this
+ * long for the broker (--patience overrides) before exit 69.
+ */
+#define METRICS_INTERVAL	5.0
+#define SAVE_IDLE_EXIT_DEFAULT	2.0
+#define SAVE_PREFETCH_DEFAULT	1024
+#define SAVE_PATIENCE_DEFAULT	30.0
+
 /* How long a program waits for the database before giving up (OA_DB_PATIENCE overrides). */
 #define DB_PATIENCE_DEFAULT	10.0
 
