@@ -228,8 +228,9 @@ start_vendor_mock() {
 # quorum queue declared less than about 0.5 s before the node went down (and
 # leave the queue stuck): that is the broker's behaviour, not what a test is
 # about. So stop_rabbitmq first waits until every queue the broker lists has
-# been seen for at least 1 s: a queue's first sighting (kept in
-# $TRASH/.queues-seen) is after its declaration, so it is older than that.
+# been seen for at least 1 s: a queue's first sighting (the names seen in
+# $TRASH/.queues-seen.names, the newest sighting's time in .queues-seen) is
+# after its declaration, so the queue is older than that.
 # Stop the broker only through stop_rabbitmq (or restart_rabbitmq).
 stop_rabbitmq() {
 	local seen=$TRASH/.queues-seen now first q
@@ -244,7 +245,8 @@ stop_rabbitmq() {
 	[ -n "$first" ] && echo "$first" >"$seen"
 	# the newest first sighting, 1 s ago at least
 	first=$(cat "$seen")
-	[ -z "$first" ] || sleep "$(awk -v f="$first" -v n="$EPOCHREALTIME" 'BEGIN { d = f + 1 - n; printf "%.3f", (d > 0 ? d : 0) }')"
+	[ -z "$first" ] || sleep "$(awk -v f="$first" -v n="$EPOCHREALTIME" \
+		'BEGIN { d = f + 1 - n; printf "%.3f", (d > 0 ? d : 0) }')"
 	"$TOP/scripts/services" stop rabbitmq >/dev/null 2>&1
 }
 start_rabbitmq() { "$TOP/scripts/services" start rabbitmq >/dev/null; }
