@@ -1,6 +1,7 @@
 /* amqp-publish: publish JSON lines to RabbitMQ, each one counted only once the broker confirmed it. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct batch {
 	size_t inflight;	/* published on this connection, awaiting their confirm */
 	struct mq_confirms waits;	/* lines published and awaiting their confirm */
 	int again;		/* a nack asked for some line to be published again */
+	double trouble_since;	/* no confirm since then, over failed connections; < 0: none */
 };
 
 static struct {
@@ -40,6 +42,14 @@ static struct {
 } opt = { QUEUE_DEFAULT, NULL, NULL, MAX_DELIVERIES_DEFAULT, 30, MAX_MESSAGE_SIZE_DEFAULT };
 
 static struct mq mq;
+/* Where lines go, for messages: queue "Q", or exchange "E" with key "K". */
+static char dest[512];
+/*
+ * The last failure was the queue's, not the connection's: the broker is up
+ * and answered (refused a declare or a publish), or kept the connection
+ * alive while confirming nothing.
+ */
+static int refusing;
 static long confirmed, returned, refused, too_large, bad_lines;
 /*
  * The longest line the broker has confirmed. A longer one might be over the
@@ -71,10 +81,14 @@ usage(FILE *fp, int code)
 	usage_exit(fp, code, synopsis, options);
 }
 
-/* Stop: say what the broker confirmed and from which line on nothing is certain. */
+/*
+ * Stop: say whether the broker was away or up with a queue that does not
+ * work (refusing), what it confirmed, and from which line on nothing is certain.
+ */
 static void __attribute__((noreturn))
 give_up(const struct batch *b, const char *why)
 {
+	char what[sizeof dest + 64];
 	long first = -1;
 
 	for (size_t i = 0; i < b->n; i++)
@@ -82,34 +96,54 @@ give_up(const struct batch *b, const char *why)
 			first = b->v[i].lineno;
 			break;
 		}
+	if (refusing)
+		snprintf(what, sizeof what, " is up, but %s does not work", dest);
+	else
+		what[0] = '\0';
 	if (first < 0)
-		die(EXIT_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed, nothing else was "
-		    "read", mq.target, why, confirmed);
-	die(EXIT_UNAVAILABLE, "broker %s: %s; %ld lines were confirmed; line %ld and the lines "
-	    "after it were not (some may have reached the queue)", mq.target, why, confirmed, first);
+		die(EXIT_UNAVAILABLE, "broker %s%s: %s; %ld lines were confirmed, nothing else was "
+		    "read", mq.target, what, why, confirmed);
+	die(EXIT_UNAVAILABLE, "broker %s%s: %s; %ld lines were confirmed; line %ld and the lines "
+	    "after it were not (some may have reached the queue)", mq.target, what, why, confirmed,
+	    first);
 }
 
-/* Connect and make sure the destination exists; -1 when the broker stayed away. */
+/*
+ * Connect and make sure the destination exists; -1 when the broker stayed
+ * away, or stayed up refusing the destination (refusing set), for --patience.
+ * A permanent refusal (a queue with other arguments, no such exchange)
+ * gives up at once.
+ */
 static int
 link_up(const struct batch *b)
 {
 	struct mq_topology t = { opt.queue, opt.max_deliveries, -1, 1 };
-	double deadline = now_seconds() + opt.patience;
-	int rc;
+	struct backoff wait = BACKOFF_MQ_CONNECT;
+	double deadline = now_seconds() + opt.patience, left;
+	int warned = 0;
 
-	do {
-		double left = deadline - now_seconds();
-
+	for (;;) {
+		left = deadline - now_seconds();
 		/* A negative patience would mean "forever" to mq_connect_retry. */
-		if (mq_connect_retry(&mq, left > 0 ? left : 0, NULL) < 0)
+		if (mq_connect_retry(&mq, left > 0 ? left : 0, NULL) < 0) {
+			refusing = 0;	/* unreachable, or it refused the login: said already */
 			return -1;
-		rc = opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t);
-		if (rc == -2)
+		}
+		if ((opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t)) == 0)
+			return 0;
+		/* The broker answered (or kept silent) about the queue, unless it is shutting down. */
+		refusing = mq.code != AMQP_CONNECTION_FORCED;
+		if (mq.permanent)
 			give_up(b, mq.why);
-	} while (rc < 0 && now_seconds() < deadline);
-	if (rc < 0)
-		warning("broker %s: %s", mq.target, mq.why);
-	return rc;
+		mq_close(&mq);
+		left = deadline - now_seconds();
+		if (left <= 0)
+			return -1;
+		if (refusing && !warned++)
+			warning("broker %s is up, but %s does not work (%s); trying again for %.0f s",
+			    mq.target, dest, mq.why, left);
+		sleep_seconds(fmin(backoff_next(&wait), left), NULL);
+	}
 }
 
 /* While stdin is quiet, keep answering the broker's heartbeats. */
@@ -274,8 +308,8 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 		if (l->len > accepted_max)
 			accepted_max = l->len;
 	} else if (++l->nacks >= MAX_NACKS) {
-		warn_line(l->lineno, "the broker refused it: nacked %d times (queue full?); not "
-		    "published", l->nacks);
+		warn_line(l->lineno, "the broker refused it: %s nacked it %d times (full, or not "
+		    "working); not published", dest, l->nacks);
 		l->done = 1;
 		refused++;
 	} else {
@@ -287,11 +321,18 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 	return 0;
 }
 
-/* Read confirms until every published line is settled: 0; 1: republish some; -1: connection lost. */
+/*
+ * Read confirms until every published line is settled: 0; 1: republish
+ * some; -1: the connection was lost or the broker closed it (refusing set
+ * if it answered with a reason), or the queue confirmed nothing for half
+ * the patience (the whole of it, counted from the first time, when a new
+ * connection did not help either), though the broker kept the connection
+ * alive: refusing, and b->trouble_since says since when.
+ */
 static int
 await_confirms(struct batch *b)
 {
-	double quiet_since = now_seconds();
+	double quiet_since = now_seconds(), limit;
 
 	while (b->inflight > 0) {
 		struct mq_event ev;
@@ -302,6 +343,7 @@ await_confirms(struct batch *b)
 		case MQ_ACK:
 		case MQ_NACK:
 			quiet_since = now_seconds();
+			b->trouble_since = -1;
 			b->again = 0;
 			mq_confirms_apply(&b->waits, &ev, line_confirmed, b);
 			if (b->again)
@@ -315,11 +357,20 @@ await_confirms(struct batch *b)
 				    opt.exchange ? opt.exchange : "", opt.exchange ? opt.key : opt.queue);
 			break;
 		case MQ_CLOSED:
+			/* A close with a reason, other than the broker shutting down. */
+			refusing = mq.code != 0 && mq.code != AMQP_CONNECTION_FORCED;
 			return -1;
 		default:
-			if (now_seconds() - quiet_since > opt.patience) {
-				mq_close(&mq);
-				snprintf(mq.why, sizeof mq.why, "no confirm for %g s", opt.patience);
+			limit = b->trouble_since >= 0 ? b->trouble_since + opt.patience :
+			    quiet_since + opt.patience / 2;
+			if (now_seconds() > limit) {
+				if (b->trouble_since < 0)
+					b->trouble_since = quiet_since;
+				mq_drop(&mq);
+				refusing = 1;
+				snprintf(mq.why, sizeof mq.why, "published lines unconfirmed for %.0f "
+				    "s (%zu awaiting), though the connection is alive", now_seconds() -
+				    b->trouble_since, b->inflight);
 				return -1;
 			}
 		}
@@ -332,23 +383,35 @@ static void
 confirm_batch(struct batch *b)
 {
 	struct backoff nack_wait = BACKOFF_MQ_NACK, lost_wait = BACKOFF_MQ_CONNECT;
-	double lost_at = -1;
 
+	b->trouble_since = -1;
 	while (b->left > 0) {
-		int rc;
+		int rc = 0;
 
 		if (!mq_connected(&mq) && link_up(b) < 0)
-			give_up(b, "unavailable");
-		if (publish_unsent(b) < 0 || (rc = await_confirms(b)) < 0) {
+			give_up(b, refusing ? mq.why : "unavailable");
+		if (publish_unsent(b) < 0)
+			refusing = 0;	/* a write failed: the connection is gone */
+		if (!mq_connected(&mq) || (rc = await_confirms(b)) < 0) {
+			char why[sizeof mq.why + 64];
+
 			b->inflight = 0;
 			if (size_refused(b))
 				continue;	/* the broker's answer: not a failure */
-			warning("broker %s: %s; reconnecting to publish %zu unconfirmed lines again",
-			    mq.target, mq.why, b->left);
-			if (lost_at < 0)
-				lost_at = now_seconds();
-			else if (now_seconds() - lost_at > opt.patience)
-				give_up(b, "the connection keeps failing");
+			if (b->trouble_since < 0)
+				b->trouble_since = now_seconds();
+			else if (now_seconds() - b->trouble_since >= opt.patience) {
+				snprintf(why, sizeof why, "%s%s", refusing ? "" :
+				    "the connection keeps failing: ", mq.why);
+				give_up(b, why);
+			}
+			if (refusing)
+				warning("broker %s is up, but %s does not work (%s); publishing %zu "
+				    "unconfirmed lines again on a new connection", mq.target, dest,
+				    mq.why, b->left);
+			else
+				warning("broker %s: %s; reconnecting to publish %zu unconfirmed lines "
+				    "again", mq.target, mq.why, b->left);
 			/* A broker that takes the connection and drops it again: no storm. */
 			sleep_seconds(backoff_next(&lost_wait), NULL);
 			continue;
@@ -425,11 +488,16 @@ main(int argc, char **argv)
 
 	log_init(argv[0]);
 	parse_options(argc, argv, &batch);
+	if (opt.exchange != NULL)
+		snprintf(dest, sizeof dest, "exchange \"%s\" with key \"%s\"", opt.exchange,
+		    opt.key);
+	else
+		snprintf(dest, sizeof dest, "queue \"%s\"", opt.queue);
 	b.cap = (size_t)batch;
 	b.v = xcalloc(b.cap, sizeof *b.v);
 	mq_init(&mq, MQ_HEARTBEAT, 1);
 	if (link_up(&b) < 0)
-		give_up(&b, "unavailable");
+		give_up(&b, refusing ? mq.why : "unavailable");
 	jsonl_open(&r, stdin);
 	while (!eof) {
 		eof = fill(&b, &r);
@@ -446,7 +514,7 @@ main(int argc, char **argv)
 	mq_close(&mq);
 	if (returned > 0 || refused > 0)
 		die(EXIT_UNAVAILABLE, "%ld lines were confirmed; %ld were returned unroutable and "
-		    "%ld refused by the broker", confirmed - returned, returned, refused);
+		    "%ld refused by the broker (%s)", confirmed - returned, returned, refused, dest);
 	if (too_large > 0)
 		die(EXIT_BAD_INPUT, "%ld lines were confirmed; %ld too large for the broker were "
 		    "not published", confirmed, too_large);

@@ -88,6 +88,12 @@ drop(struct mq *m)
 }
 
 void
+mq_drop(struct mq *m)
+{
+	drop(m);
+}
+
+void
 mq_close(struct mq *m)
 {
 	if (m->conn == NULL)

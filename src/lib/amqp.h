@@ -76,6 +76,12 @@ int mq_connect(struct mq *m);
 int mq_connect_retry(struct mq *m, double patience, volatile int *stop);
 /* Close the connection: politely if it still works, else just drop it. */
 void mq_close(struct mq *m);
+/*
+ * Drop the connection without a word: for a broker that keeps it alive but
+ * may not be reading it (blocked publishers, a stuck queue), where a polite
+ * close would wait for its reply.
+ */
+void mq_drop(struct mq *m);
 int mq_connected(const struct mq *m);
 
 /*
