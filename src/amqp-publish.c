@@ -50,6 +50,7 @@ static char dest[512];
  * alive while confirming nothing.
  */
 static int refusing;
+static char lost_from[256];	/* the node whose connection was lost, until connected again */
 static long confirmed, returned, refused, too_large, bad_lines;
 /*
  * The longest line the broker has confirmed. A longer one might be over the
@@ -129,8 +130,13 @@ link_up(const struct batch *b)
 			refusing = 0;	/* unreachable, or it refused the login: said already */
 			return -1;
 		}
-		if ((opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t)) == 0)
+		if ((opt.exchange ? mq_check_exchange(&mq, opt.exchange) : mq_declare(&mq, &t)) == 0) {
+			if (lost_from[0] != '\0')
+				warning("broker %s: connected again%s", mq.target,
+				    strcmp(lost_from, mq.target) != 0 ? " (another node)" : "");
+			lost_from[0] = '\0';
 			return 0;
+		}
 		/* The broker answered (or kept silent) about the queue, unless it is shutting down. */
 		refusing = mq.code != AMQP_CONNECTION_FORCED;
 		if (mq.permanent)
@@ -164,8 +170,10 @@ wait_input(struct jsonl *r)
 			mq_next_event(&mq, 0, &ev);
 			free(ev.body);
 		} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
-		if (ev.type == MQ_CLOSED)
-			debugx("broker: %s; will reconnect", mq.why);
+		if (ev.type == MQ_CLOSED) {
+			warning("broker %s: %s; reconnecting when the next line comes", mq.target, mq.why);
+			snprintf(lost_from, sizeof lost_from, "%s", mq.target);
+		}
 	}
 }
 
@@ -412,6 +420,7 @@ confirm_batch(struct batch *b)
 			else
 				warning("broker %s: %s; reconnecting to publish %zu unconfirmed lines "
 				    "again", mq.target, mq.why, b->left);
+			snprintf(lost_from, sizeof lost_from, "%s", mq.target);
 			/* A broker that takes the connection and drops it again: no storm. */
 			sleep_seconds(backoff_next(&lost_wait), NULL);
 			continue;

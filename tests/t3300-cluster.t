@@ -100,4 +100,21 @@ test_expect_success 'worker failover: the node amqp-consume is on is killed (-9)
 	expect_eq "$W" "$(sql "SELECT reserved FROM vendor_stock WHERE vendor = '"'acme'"'")" "reserved units"
 '
 
+test_expect_success 'the queue leader is killed (-9) while amqp-consume is on the other nodes: every message is answered, none lost' '
+	all_up && seq 1 5000 | sed "s/.*/{\"order_id\":&}/" | amqp-publish -q "$Q.l" &&
+	leader=$(cluster_ctl 1 list_queues -q name leader 2>/dev/null | awk -v q="$Q.l" "\$1 == q { print \$2 }") &&
+	l=$(for i in 1 2 3; do [ "oa${PORTS[$((i - 1))]}@localhost" != "$leader" ] || echo $i; done) &&
+	test -n "$l" &&
+	say "the leader of $Q.l is node $l" &&
+	others=$(for i in 1 2 3; do [ $i = $l ] || echo "amqp://guest:guest@127.0.0.1:${PORTS[$((i - 1))]}/"; done | paste -sd,) &&
+	{ RABBITMQ_URL=$others amqp-consume -q "$Q.l" -p 64 --match order_id -- \
+		jq -c --unbuffered "{order_id, status: \"success\"}" >l.out 2>l.err & } && c=$! &&
+	on_exit "kill $c 2>/dev/null" &&
+	wait_for "[ \$(lines l.out) -ge 1000 ]" 30 "a fifth of the messages answered" &&
+	node kill "$l" &&
+	wait_for "[ \$(sort -u l.out | wc -l) = 5000 ]" 60 "every message answered" ||
+		fail "$(sort -u l.out | wc -l) distinct messages answered; amqp-consume said: $(tail -n 3 l.err)" &&
+	kill -TERM $c && wait $c
+'
+
 test_done
