@@ -1067,13 +1067,14 @@ static void
 link_up(void)
 {
 	struct mq_topology t = { opt.queue, opt.max_deliveries, opt.retry_ms, 0 };
+	double started = now_seconds(), now;	/* a declare may wait for the RPC timeout */
 	int rc = mq_connect(&mq), refusing = 0;
-	double now;
 
 	if (rc == 0) {
-		refusing = 1;
 		if ((rc = mq_declare(&mq, &t)) == 0)
 			rc = mq_consume(&mq, opt.queue, (int)opt.prefetch);
+		/* The broker answered about the queue, unless it is shutting down. */
+		refusing = rc != 0 && mq.code != AMQP_CONNECTION_FORCED;
 	}
 	now = now_seconds();
 	if (rc == 0) {
@@ -1092,7 +1093,7 @@ link_up(void)
 		mq_close(&mq);
 	if (lost_since < 0 || next_lost_report <= now || refusing != lost_refusing) {
 		if (lost_since < 0)
-			lost_since = now;
+			lost_since = started;
 		if (refusing)
 			warning("broker %s is up, but queue %s does not work (declaring or "
 			    "consuming it: %s); waiting for it for %.0f s so far", mq.target,

@@ -25,7 +25,7 @@ test_expect_success 'an order is published while the broker is up' '
 	expect_eq 201 "$(post a-1)" && expect_eq true "$(published)"
 '
 
-"$TOP/scripts/services" stop rabbitmq >/dev/null 2>&1
+stop_rabbitmq
 
 test_expect_success 'with the broker stopped an order is still 201, not published, pending' '
 	expect_eq 201 "$(post b-1)" && expect_eq false "$(published)" &&
@@ -33,7 +33,7 @@ test_expect_success 'with the broker stopped an order is still 201, not publishe
 	expect_eq 3 "$(sql "SELECT count(*) FROM orders WHERE status = \$\$pending\$\$")"
 '
 
-"$TOP/scripts/services" start rabbitmq >/dev/null
+start_rabbitmq
 
 test_expect_success 'once the broker is back, orders are published again' '
 	# a poll on the state (an order per try, each must succeed), 20 s at most
