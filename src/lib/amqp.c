@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
 #include "config.h"
@@ -225,25 +226,89 @@ open_channel(struct mq *m)
 	return 0;
 }
 
+/*
+ * The TLS options of an amqps:// URL, from its query (RabbitMQ's URI
+ * spec): cacertfile, certfile, keyfile, verify (verify_peer, the default, or
+ * verify_none), server_name_indication (only the URL's own host: rabbitmq-c
+ * sends that). NULL, or why the query is wrong.
+ */
+struct tls {
+	const char *cacert, *cert, *key;
+	int verify;
+};
+
+static const char *
+tls_query(char *query, struct tls *t, const char *host)
+{
+	*t = (struct tls){ NULL, NULL, NULL, 1 };
+	for (char *kv = strtok(query, "&"); kv != NULL; kv = strtok(NULL, "&")) {
+		char *v = strchr(kv, '=');
+
+		if (v == NULL)
+			return "a query parameter without a value";
+		*v++ = '\0';
+		if (strcmp(kv, "cacertfile") == 0)
+			t->cacert = v;
+		else if (strcmp(kv, "certfile") == 0)
+			t->cert = v;
+		else if (strcmp(kv, "keyfile") == 0)
+			t->key = v;
+		else if (strcmp(kv, "verify") == 0 && (strcmp(v, "verify_peer") == 0 ||
+		    strcmp(v, "verify_none") == 0))
+			t->verify = strcmp(v, "verify_peer") == 0;
+		else if (strcmp(kv, "server_name_indication") == 0 && host != NULL &&
+		    strcmp(v, host) == 0)
+			;
+		else if (strcmp(kv, "server_name_indication") == 0)
+			return "server_name_indication other than the URL's host (not supported)";
+		else
+			return "an unknown query parameter (cacertfile, certfile, keyfile, verify, "
+			    "server_name_indication)";
+	}
+	if ((t->cert == NULL) != (t->key == NULL))
+		return "certfile and keyfile go together";
+	return NULL;
+}
+
 static int
-open_socket(struct mq *m, const struct amqp_connection_info *info)
+open_socket(struct mq *m, const struct amqp_connection_info *info, const struct tls *t)
 {
 	struct timeval connect_tv = { CONNECT_TIMEOUT, 0 }, rpc_tv = { RPC_TIMEOUT, 0 };
 	amqp_socket_t *s;
 	int rc;
 
 	m->conn = xalloc_check(amqp_new_connection());
-	s = xalloc_check(amqp_tcp_socket_new(m->conn));
+	if (!info->ssl) {
+		s = xalloc_check(amqp_tcp_socket_new(m->conn));
+	} else {
+		s = xalloc_check(amqp_ssl_socket_new(m->conn));
+		/* Verified by default: the peer's chain and its name (rabbitmq-c's defaults). */
+		amqp_ssl_socket_set_verify_peer(s, t->verify);
+		amqp_ssl_socket_set_verify_hostname(s, t->verify);
+		if (t->cacert != NULL && amqp_ssl_socket_set_cacert(s, t->cacert) != AMQP_STATUS_OK) {
+			set_why(m, "cannot read the CA certificates in %s (cacertfile)", t->cacert);
+			m->permanent = 1;
+			return -1;
+		}
+		if (t->cert != NULL && amqp_ssl_socket_set_key(s, t->cert, t->key) != AMQP_STATUS_OK) {
+			set_why(m, "cannot use the certificate %s with the key %s (certfile, keyfile)",
+			    t->cert, t->key);
+			m->permanent = 1;
+			return -1;
+		}
+	}
 	rc = amqp_socket_open_noblock(s, info->host, info->port, &connect_tv);
 	if (rc != AMQP_STATUS_OK) {
 		set_why(m, "cannot connect to %s: %s", m->target, amqp_error_string2(rc));
+		/* A certificate that does not verify will not verify on the next try. */
+		m->permanent = rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
+		    rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED;
 		return -1;
 	}
 	amqp_set_rpc_timeout(m->conn, &rpc_tv);
 	return 0;
 }
 
-/* Connect to one node; -1 with m->why (and m->permanent when retrying cannot help). */
 static int
 connect_node(struct mq *m, const char *node_url)
 {
@@ -254,13 +319,27 @@ connect_node(struct mq *m, const char *node_url)
 	m->code = 0;
 	m->permanent = 0;
 	drop(m);
-	if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || info.ssl) {
-		set_why(m, "RABBITMQ_URL's %s is not an amqp://user:pass@host:port/vhost URL",
+	struct tls tls;
+	char *query = strchr(url, '?');
+	const char *bad;
+
+	if (query != NULL)
+		*query++ = '\0';
+	if (amqp_parse_url(url, &info) != AMQP_STATUS_OK) {
+		set_why(m, "RABBITMQ_URL's %s is not an amqp[s]://user:pass@host:port/vhost URL",
 		    m->target);
 		m->permanent = 1;
 		goto out;
 	}
-	if (open_socket(m, &info) < 0)
+	if (query != NULL && (!info.ssl || (bad = tls_query(query, &tls, info.host)) != NULL)) {
+		set_why(m, "RABBITMQ_URL's %s: %s", m->target, !info.ssl ? "a query is only for "
+		    "amqps:// (TLS) URLs" : bad);
+		m->permanent = 1;
+		goto out;
+	}
+	if (query == NULL)
+		tls = (struct tls){ NULL, NULL, NULL, 1 };
+	if (open_socket(m, &info, &tls) < 0)
 		goto out;
 	if (!reply_ok(m, login(m, &info), "logging in")) {
 		/* ACCESS_REFUSED, NOT_ALLOWED (vhost): retrying cannot help. */
