@@ -80,6 +80,7 @@ demo: deps all
 	scripts/demo
 
 bench: deps all
+	scripts/deps bench
 	scripts/bench/run
 
 # libFuzzer harnesses (tests/fuzz/fuzz-NAME.c), built with clang and run
