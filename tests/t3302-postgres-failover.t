@@ -44,6 +44,24 @@ test_expect_success 'the standby is synchronous: the primary waits for it at eve
 	expect_eq on "$(psql -XAt -d "$PRIMARY_URL" -c "SHOW synchronous_commit")" "synchronous_commit"
 '
 
+# The answer waits for the standby: with the primary's walsender stopped
+# (SIGSTOP, as a standby cut off by the network), order-place's COMMIT waits
+# in SyncRep and nothing is printed; once it runs again the order is answered.
+# With asynchronous replication the order would be answered at once, and lost
+# if the primary then died and the standby were promoted.
+test_expect_success 'a standby that lags holds the answer: order-place prints its order only once the standby has the commit' '
+	ws=$(psql -XAt -d "$PRIMARY_URL" -c "SELECT pid FROM pg_stat_replication") && test -n "$ws" &&
+	on_exit "kill -CONT $ws" &&
+	kill -STOP "$ws" &&
+	{ order-place -k lag-1 S-1 1 >lag.out 2>lag.err & } && p=$! &&
+	wait_for "[ \"\$(psql -XAt -d \"\$PRIMARY_URL\" -c \"SELECT wait_event FROM pg_stat_activity WHERE application_name = '"'order-place'"'\")\" = SyncRep ]" 20 \
+		"order-place to wait for the standby (SyncRep)" &&
+	{ test ! -s lag.out || fail "answered before the standby had it: $(cat lag.out)"; } &&
+	kill -CONT "$ws" && wait $p &&
+	expect_eq pending "$(jq -r .status lag.out)" "status" &&
+	expect_eq 1 "$(psql -XAt -d "$(. "$PGSET/env" && echo "$DATABASE_URL_STANDBY")" -c "SELECT count(*) FROM orders WHERE idempotency_key = '"'lag-1'"'")" "the order on the standby"
+'
+
 test_expect_success "the primary stopped at once (pg_ctl stop -m immediate) at a quarter of $N orders, the standby promoted: amqp-consume still runs and every order ends once" '
 	awk -v n=$N "BEGIN { for (i = 1; i <= n; i++)
 		printf \"{\\\"sku\\\":\\\"A-%d\\\",\\\"quantity\\\":%d}\\n\", i % 5 + 1, i % 3 + 1 }" >req &&
