@@ -45,6 +45,32 @@ connect_once(void)
 	return xalloc_check(PQconnectdbParams(keys, vals, 1));
 }
 
+/* The server's notices (a WARNING as it shuts down, say) as our own lines: "PROG: database: ...". */
+static void
+notice(void *arg, const char *message)
+{
+	(void)arg;
+	warning("database: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* libpq's message on one line: each host of a multi-host URI says why, joined with "; ". */
+static char *
+one_line(const char *message)
+{
+	char *out = xmalloc(2 * strlen(message) + 1), *o = out;
+
+	for (const char *p = message; *p != '\0'; p++) {
+		if (*p != '\n')
+			*o++ = *p == '\t' ? ' ' : *p;
+		else if (p[1] == '\t' || p[1] == ' ')
+			*o++ = ' ';	/* a DETAIL or HINT line stays with its own */
+		else if (p[1] != '\0')
+			*o++ = ';', *o++ = ' ';
+	}
+	*o = '\0';
+	return out;
+}
+
 PGconn *
 db_connect(double patience)
 {
@@ -55,11 +81,12 @@ db_connect(double patience)
 		PGconn *c = connect_once();
 		char *msg;
 
-		if (PQstatus(c) == CONNECTION_OK)
+		if (PQstatus(c) == CONNECTION_OK) {
+			PQsetNoticeProcessor(c, notice, NULL);
 			return c;
-		msg = xstrdup(PQerrorMessage(c));
+		}
+		msg = one_line(PQerrorMessage(c));
 		PQfinish(c);
-		msg[strcspn(msg, "\n")] = '\0';
 		if (now_seconds() >= deadline) {
 			warning("database: cannot connect to %s: %s", config_db_target(), msg);
 			free(msg);
