@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# amqp-publish and amqp-consume on one node: nacked lines retried together, idle connections kept through heartbeats (issue 15, bugs 1 and 3).
+. "$(dirname "$0")/lib.sh"
+
+Q=$QUEUE_PREFIX.orders
+
+# full_queue NAME MAX: a classic queue NAME bound to amq.direct with key NAME,
+# refusing publishes (basic.nack, at once) beyond MAX ready messages
+full_queue() {
+	rabbitmqctl eval "rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>, queue, <<\"$1\">>),
+		true, false, [], none, <<\"guest\">>)." >/dev/null &&
+	on_exit "rabbitmqctl delete_queue '$1'" &&
+	bind_queue amq.direct "$1" "$1" &&
+	rabbitmqctl set_policy -p / "$1" "^$(echo "$1" | sed 's/[.]/\\./g')\$" \
+		"{\"max-length\":$2,\"overflow\":\"reject-publish\"}" --apply-to queues >/dev/null &&
+	on_exit "rabbitmqctl clear_policy -p / '$1'"
+}
+
+test_expect_success 'a full queue nacks 10 lines: refused together, 5 times each, within a few seconds (not one a sleep)' '
+	full_queue $Q.full 0 &&
+	seq 10 19 | sed "s/.*/{\"n\":&}/" >in &&
+	t0=$EPOCHREALTIME &&
+	test_expect_code 69 amqp-publish -e amq.direct -k $Q.full <in 2>err.txt &&
+	took=$(awk -v s="$t0" -v e="$EPOCHREALTIME" "BEGIN { print e - s }") &&
+	say "10 refused lines took $took s" &&
+	awk -v t="$took" "BEGIN { exit !(t < 8) }" || fail "took $took s" &&
+	expect_eq 10 "$(grep -c "the broker refused it: exchange \"amq.direct\" with key \"$Q.full\" nacked it 5 times" err.txt)" "refused lines" &&
+	expect_grep "0 lines were confirmed; 0 were returned unroutable and 10 refused" err.txt &&
+	! grep -q -e reconnecting -e "connection lost" err.txt
+'
+
+test_expect_success 'the full queue makes room while the lines are retried: every line confirmed at once, each once in the queue' '
+	full_queue $Q.room 0 &&
+	seq 10 19 | sed "s/.*/{\"n\":&}/" >in &&
+	{ OA_DEBUG=1 amqp-publish -e amq.direct -k $Q.room <in 2>err.txt & pid=$!; } &&
+	wait_for "grep -q \"10 lines nacked\" err.txt" 10 "a round of 10 nacks" &&
+	rabbitmqctl set_policy -p / $Q.room "^$(echo $Q.room | sed "s/[.]/\\\\./g")\$" \
+		"{\"max-length\":100,\"overflow\":\"reject-publish\"}" --apply-to queues >/dev/null &&
+	t0=$EPOCHREALTIME &&
+	{ wait $pid; rc=$?; } ; expect_eq 0 "$rc" "exit status" &&
+	took=$(awk -v s="$t0" -v e="$EPOCHREALTIME" "BEGIN { print e - s }") &&
+	say "confirmed $took s after the room was made" &&
+	awk -v t="$took" "BEGIN { exit !(t < 4) }" || fail "took $took s" &&
+	! grep -q -e "refused it" -e reconnecting err.txt &&
+	wait_depth $Q.room 10 &&
+	amqp-consume -q $Q.room --save got --idle-exit 1 &&
+	expect_eq "10 11 12 13 14 15 16 17 18 19" "$(jq .n got | sort -n | xargs)" "each line once"
+'
+
+# The broker's heartbeat is lowered for the next test, so that two heartbeat
+# periods (rabbitmq-c's timeout) pass in a few seconds of idling.
+test_expect_success 'idle for over two heartbeats between batches: the publisher and the consumer keep their connections' '
+	old=$(rabbitmqctl eval "application:get_env(rabbit, heartbeat).") &&
+	case $old in
+	"{ok,"*) on_exit rabbitmqctl eval "application:set_env(rabbit, heartbeat, ${old#\{ok,}." ;;
+	*) on_exit rabbitmqctl eval "application:unset_env(rabbit, heartbeat)." ;;
+	esac &&
+	rabbitmqctl eval "application:set_env(rabbit, heartbeat, 1)." >/dev/null &&
+	mkfifo lines &&
+	{ OA_DEBUG=1 amqp-publish -q $Q.idle <lines 2>pub.err & pub=$!; } &&
+	exec 8>lines &&
+	{ OA_DEBUG=1 amqp-consume -q $Q.idle --idle-exit 12 -- jq -c --unbuffered ". + {status: \"success\"}" >got 2>con.err & con=$!; } &&
+	on_exit "kill $pub $con" &&
+	echo "{\"n\":1}" >&8 &&
+	wait_for "[ \$(lines got) = 1 ]" 10 "the first line consumed" &&
+	sleep 4 &&
+	echo "{\"n\":2}" >&8 &&
+	wait_for "[ \$(lines got) = 2 ]" 10 "the second line consumed" &&
+	sleep 4 &&
+	echo "{\"n\":3}" >&8 && exec 8>&- &&
+	{ wait $pub; rc=$?; } ; expect_eq 0 "$rc" "publisher exit status" &&
+	wait_for "[ \$(lines got) = 3 ]" 10 "the third line consumed" &&
+	{ wait $con; rc=$?; } ; expect_eq 0 "$rc" "consumer exit status" &&
+	expect_eq "1 2 3" "$(jq .n got | xargs)" "consumed" &&
+	! grep -v ": debug: " pub.err &&
+	! grep -i -e "frame type" -e "connection lost" -e "connected again" -e heartbeat con.err
+'
+
+test_done
