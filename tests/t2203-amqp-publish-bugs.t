@@ -47,15 +47,40 @@ test_expect_success 'the full queue makes room while the lines are retried: ever
 	expect_eq "10 11 12 13 14 15 16 17 18 19" "$(jq .n got | sort -n | xargs)" "each line once"
 '
 
-# The broker's heartbeat is lowered for the next test, so that two heartbeat
-# periods (rabbitmq-c's timeout) pass in a few seconds of idling.
-test_expect_success 'idle for over two heartbeats between batches: the publisher and the consumer keep their connections' '
+# short_heartbeat: new connections get a heartbeat of 1 s (the broker's
+# offer is lower than MQ_HEARTBEAT), so that two heartbeat periods, after
+# which rabbitmq-c looks at what came in, pass in seconds; undone on exit
+short_heartbeat() {
 	old=$(rabbitmqctl eval "application:get_env(rabbit, heartbeat).") &&
 	case $old in
 	"{ok,"*) on_exit rabbitmqctl eval "application:set_env(rabbit, heartbeat, ${old#\{ok,}." ;;
 	*) on_exit rabbitmqctl eval "application:unset_env(rabbit, heartbeat)." ;;
 	esac &&
-	rabbitmqctl eval "application:set_env(rabbit, heartbeat, 1)." >/dev/null &&
+	rabbitmqctl eval "application:set_env(rabbit, heartbeat, 1)." >/dev/null
+}
+
+# A publish that cannot be sent for two heartbeat periods has rabbitmq-c read
+# what came in meanwhile and queue it, heartbeats included: those were taken
+# for a lost connection, and every unconfirmed line was published again.
+test_expect_success 'a publish blocked (disk alarm) over two heartbeats: the queued heartbeats are skipped, no reconnect, each line once' '
+	short_heartbeat &&
+	pad=$(head -c 100000 /dev/zero | tr "\0" x) &&
+	for i in $(seq 1 200); do printf "{\"n\":%d,\"pad\":\"%s\"}\n" $((1000 + i)) "$pad"; done >big &&
+	on_exit "rabbitmqctl eval \"rabbit_alarm:clear_alarm({resource_limit, disk, node()}).\"" &&
+	{ { printf "{\"n\":1000,\"pad\":\"%s\"}\n" "$pad" &&
+	    wait_depth $Q.blocked 1 &&
+	    rabbitmqctl eval "rabbit_alarm:set_alarm({{resource_limit, disk, node()}, []})." >/dev/null &&
+	    touch alarm && cat big; } | amqp-publish -q $Q.blocked --patience 60 2>err.txt & pid=$!; } &&
+	wait_for "test -e alarm" 20 "the disk alarm" &&
+	sleep 6 &&
+	rabbitmqctl eval "rabbit_alarm:clear_alarm({resource_limit, disk, node()})." >/dev/null &&
+	{ wait $pid; rc=$?; } ; expect_eq 0 "$rc" "exit status" &&
+	! grep . err.txt &&
+	wait_depth $Q.blocked 201
+'
+
+test_expect_success 'idle for over two heartbeats between batches: the publisher and the consumer keep their connections' '
+	short_heartbeat &&
 	mkfifo lines &&
 	{ OA_DEBUG=1 amqp-publish -q $Q.idle <lines 2>pub.err & pub=$!; } &&
 	exec 8>lines &&
