@@ -47,6 +47,29 @@ test_expect_success 'the full queue makes room while the lines are retried: ever
 	expect_eq "10 11 12 13 14 15 16 17 18 19" "$(jq .n got | sort -n | xargs)" "each line once"
 '
 
+# Each line longer than any confirmed goes out alone, once the one before it
+# is confirmed: 8000 lines, each a byte longer, make one batch of a few
+# seconds with confirms all along. Its connection is lost twice, the second
+# time more than --patience after the first: confirms came in between, so
+# the patience counts afresh, and the publisher goes on.
+test_expect_success 'a batch losing its connection twice, --patience apart, with confirms between: exit 0, every line in the queue' '
+	awk "BEGIN { p = \"\"; for (i = 1; i <= 8000; i++) { p = p \"x\"; printf \"{\\\"n\\\":%d,\\\"p\\\":\\\"%s\\\"}\\n\", i, p } }" >in &&
+	{ amqp-publish -q $Q.twice --batch 8000 --patience 2 <in 2>err.txt & pid=$!; } &&
+	on_exit "kill $pid" &&
+	wait_for "[ \"\$(queue_depth $Q.twice)\" -gt 0 ]" 20 "the first lines" &&
+	rabbitmqctl close_all_connections "test: first loss" >/dev/null &&
+	t1=$EPOCHREALTIME &&
+	wait_for "grep -q \"connected again\" err.txt" 10 "the first reconnection" &&
+	sleep 2.5 &&
+	kill -0 $pid || fail "the batch was over before the second loss" &&
+	rabbitmqctl close_all_connections "test: second loss" >/dev/null &&
+	say "second loss $(awk -v s="$t1" -v e="$EPOCHREALTIME" "BEGIN { print e - s }") s after the first" &&
+	{ wait $pid; rc=$?; } ; expect_eq 0 "$rc" "exit status" &&
+	expect_eq 2 "$(grep -c "reconnecting to publish" err.txt)" "connections lost in the batch" &&
+	amqp-consume -q $Q.twice --save got -p 512 --idle-exit 1 &&
+	expect_eq 8000 "$(jq .n got | sort -un | wc -l)" "distinct lines in the queue"
+'
+
 # short_heartbeat: new connections get a heartbeat of 1 s (the broker's
 # offer is lower than MQ_HEARTBEAT), so that two heartbeat periods, after
 # which rabbitmq-c looks at what came in, pass in seconds; undone on exit
