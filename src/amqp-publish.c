@@ -244,8 +244,25 @@ publish_unsent(struct batch *b)
 {
 	const char *exchange = opt.exchange ? opt.exchange : "";
 	const char *key = opt.exchange ? opt.key : opt.queue;
+	size_t start = 0;
 
-	for (size_t i = 0; i < b->n; i++) {
+	/*
+	 * Such a line behind lines the broker nacked would wait until they are
+	 * given up: at the start of a round it goes first, alone.
+	 */
+	for (size_t i = 0; b->inflight == 0 && i < b->n; i++) {
+		const struct line *l = &b->v[i];
+
+		if (l->done || l->generation == mq.generation || l->len > (size_t)opt.max_size)
+			continue;
+		if (l->len > accepted_max) {
+			start = i;
+			break;
+		}
+		if (l->nacks == 0)
+			break;
+	}
+	for (size_t i = start; i < b->n; i++) {
 		struct line *l = &b->v[i];
 		uint64_t seq;
 
