@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# amqp-publish and amqp-consume on one node: nacked lines retried together, idle connections kept through heartbeats (issue 15, bugs 1 and 3).
+# amqp-publish and amqp-consume on one node (issue 15, bugs 1-3): nacked lines retried together, --patience afresh after confirms, heartbeats never taken for a lost connection.
 . "$(dirname "$0")/lib.sh"
 
 Q=$QUEUE_PREFIX.orders
