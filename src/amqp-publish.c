@@ -30,7 +30,8 @@ struct batch {
 	size_t n, cap, left;	/* left: published or not, not yet done */
 	size_t inflight;	/* published on this connection, awaiting their confirm */
 	struct mq_confirms waits;	/* lines published and awaiting their confirm */
-	int again;		/* a nack asked for some line to be published again */
+	size_t again;		/* lines nacked since the last round, to publish again */
+	int acked;		/* a line was acked since the last round: the broker takes lines */
 	double trouble_since;	/* no confirm since then, over failed connections; < 0: none */
 };
 
@@ -243,8 +244,25 @@ publish_unsent(struct batch *b)
 {
 	const char *exchange = opt.exchange ? opt.exchange : "";
 	const char *key = opt.exchange ? opt.key : opt.queue;
+	size_t start = 0;
 
-	for (size_t i = 0; i < b->n; i++) {
+	/*
+	 * Such a line behind lines the broker nacked would wait until they are
+	 * given up: at the start of a round it goes first, alone.
+	 */
+	for (size_t i = 0; b->inflight == 0 && i < b->n; i++) {
+		const struct line *l = &b->v[i];
+
+		if (l->done || l->generation == mq.generation || l->len > (size_t)opt.max_size)
+			continue;
+		if (l->len > accepted_max) {
+			start = i;
+			break;
+		}
+		if (l->nacks == 0)
+			break;
+	}
+	for (size_t i = start; i < b->n; i++) {
 		struct line *l = &b->v[i];
 		uint64_t seq;
 
@@ -310,11 +328,13 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 	struct line *l = w->item;
 
 	b->inflight--;
+	/* Acked or nacked, the broker took a message this long without closing the channel. */
+	if (l->len > accepted_max)
+		accepted_max = l->len;
 	if (acked) {
+		b->acked = 1;
 		l->done = 1;
 		confirmed++;
-		if (l->len > accepted_max)
-			accepted_max = l->len;
 	} else if (++l->nacks >= MAX_NACKS) {
 		warn_line(l->lineno, "the broker refused it: %s nacked it %d times (full, or not "
 		    "working); not published", dest, l->nacks);
@@ -322,7 +342,7 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 		refused++;
 	} else {
 		l->generation = 0;
-		b->again = 1;
+		b->again++;
 		return 0;
 	}
 	b->left--;
@@ -330,8 +350,8 @@ line_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 }
 
 /*
- * Read confirms until every published line is settled: 0; 1: republish
- * some; -1: the connection was lost or the broker closed it (refusing set
+ * Read confirms until every published line is settled: 0; 1: some were
+ * nacked (b->again), to publish again together after one backoff; -1: the connection was lost or the broker closed it (refusing set
  * if it answered with a reason), or the queue confirmed nothing for half
  * the patience (the whole of it, counted from the first time, when a new
  * connection did not help either), though the broker kept the connection
@@ -342,6 +362,7 @@ await_confirms(struct batch *b)
 {
 	double quiet_since = now_seconds(), limit;
 
+	b->again = 0;
 	while (b->inflight > 0) {
 		struct mq_event ev;
 
@@ -350,12 +371,10 @@ await_confirms(struct batch *b)
 		switch (ev.type) {
 		case MQ_ACK:
 		case MQ_NACK:
+			/* The broker answers: whatever failed before is over. */
 			quiet_since = now_seconds();
 			b->trouble_since = -1;
-			b->again = 0;
 			mq_confirms_apply(&b->waits, &ev, line_confirmed, b);
-			if (b->again)
-				return 1;
 			break;
 		case MQ_RETURN:
 			/* Its ack follows: it counts as confirmed, then is taken back at the end. */
@@ -383,10 +402,14 @@ await_confirms(struct batch *b)
 			}
 		}
 	}
-	return 0;
+	return b->again > 0;
 }
 
-/* Publish the batch until the broker confirmed every line; exits 69 if it stays away. */
+/*
+ * Publish the batch until the broker confirmed every line; exits 69 if it
+ * stays away. The lines nacked in a round are published again together,
+ * after one backoff that starts over once the broker acks lines again.
+ */
 static void
 confirm_batch(struct batch *b)
 {
@@ -425,8 +448,18 @@ confirm_batch(struct batch *b)
 			sleep_seconds(backoff_next(&lost_wait), NULL);
 			continue;
 		}
-		if (rc == 1)
-			sleep_seconds(backoff_next(&nack_wait), NULL);
+		/* A round settled on a working connection: backoffs start over from there. */
+		backoff_reset(&lost_wait);
+		if (b->acked)
+			backoff_reset(&nack_wait);
+		b->acked = 0;
+		if (rc == 1) {
+			double d = backoff_next(&nack_wait);
+
+			debugx("%zu lines nacked by %s; publishing them again in %.2f s", b->again,
+			    dest, d);
+			sleep_seconds(d, NULL);
+		}
 	}
 }
 

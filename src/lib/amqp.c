@@ -806,7 +806,13 @@ mq_next_event(struct mq *m, double timeout, struct mq_event *ev)
 	amqp_maybe_release_buffers(m->conn);
 	tv.tv_sec = (time_t)timeout;
 	tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
-	rc = amqp_simple_wait_frame_noblock(m->conn, &f, &tv);
+	/*
+	 * rabbitmq-c skips the heartbeats it reads itself, but not those it
+	 * queued while a publish waited to send (amqp_try_recv): skip them here.
+	 */
+	do
+		rc = amqp_simple_wait_frame_noblock(m->conn, &f, &tv);
+	while (rc == AMQP_STATUS_OK && f.frame_type == AMQP_FRAME_HEARTBEAT);
 	if (rc == AMQP_STATUS_TIMEOUT) {
 		ev->type = MQ_NONE;
 		return 0;

@@ -35,7 +35,7 @@ enum {
 #define BACKOFF_DB_CONNECT	BACKOFF_INIT(0.2, 2.0)	/* PostgreSQL not answering */
 #define BACKOFF_DB_RETRY	BACKOFF_INIT(0.01, 1.0)	/* a deadlock or serialization failure */
 #define BACKOFF_MQ_CONNECT	BACKOFF_INIT(0.2, 10.0)	/* RabbitMQ not answering */
-#define BACKOFF_MQ_NACK		BACKOFF_INIT(0.1, 2.0)	/* the broker refused a publish */
+#define BACKOFF_MQ_NACK		BACKOFF_INIT(0.2, 2.0)	/* the broker refused publishes (a full queue): about 3 s for MAX_NACKS */
 #define BACKOFF_HTTP		BACKOFF_INIT(0.2, 5.0)	/* a vendor's transient error */
 #define BACKOFF_CHILD		BACKOFF_INIT(0.1, 5.0)	/* restarting a child that died */
 
