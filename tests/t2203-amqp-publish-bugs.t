@@ -53,7 +53,8 @@ test_expect_success 'the full queue makes room while the lines are retried: ever
 # time more than --patience after the first: confirms came in between, so
 # the patience counts afresh, and the publisher goes on.
 test_expect_success 'a batch losing its connection twice, --patience apart, with confirms between: exit 0, every line in the queue' '
-	awk "BEGIN { p = \"\"; for (i = 1; i <= 8000; i++) { p = p \"x\"; printf \"{\\\"n\\\":%d,\\\"p\\\":\\\"%s\\\"}\\n\", i, p } }" >in &&
+	# 64 MB in one batch: long enough, on a faster machine too, to be lost twice
+	awk "BEGIN { p = \"\"; for (i = 1; i <= 8000; i++) { p = p \"xx\"; printf \"{\\\"n\\\":%d,\\\"p\\\":\\\"%s\\\"}\\n\", i, p } }" >in &&
 	{ amqp-publish -q $Q.twice --batch 8000 --patience 2 <in 2>err.txt & pid=$!; } &&
 	on_exit "kill $pid" &&
 	wait_for "[ \"\$(queue_depth $Q.twice)\" -gt 0 ]" 20 "the first lines" &&
