@@ -45,7 +45,11 @@ mq_init(struct mq *m, int heartbeat, int confirms)
 		if (e > p && m->nodes < MQ_NODES_MAX) {
 			char *t;
 
-			m->urls[m->nodes] = xstrndup(p, (size_t)(e - p));
+			if ((size_t)(e - p) >= sizeof m->urls[0])
+				die(EXIT_USAGE, "RABBITMQ_URL: a node's URL is longer than %zu bytes",
+				    sizeof m->urls[0] - 1);
+			memcpy(m->urls[m->nodes], p, (size_t)(e - p));
+			m->urls[m->nodes][e - p] = '\0';
 			t = config_redact_url(m->urls[m->nodes]);
 			snprintf(m->targets[m->nodes], sizeof m->targets[0], "%s", t);
 			free(t);

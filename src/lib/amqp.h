@@ -15,6 +15,7 @@
  * `generation` tells them that delivery tags of the old channel are void.
  */
 #define MQ_NODES_MAX 16		/* nodes in RABBITMQ_URL */
+#define MQ_URL_MAX 1024		/* bytes of one node's URL */
 
 struct mq {
 	amqp_connection_state_t conn;	/* NULL while disconnected */
@@ -33,7 +34,7 @@ struct mq {
 	 * each once, from node on; a lost connection moves node to the next.
 	 */
 	int nodes, node;
-	char *urls[MQ_NODES_MAX];
+	char urls[MQ_NODES_MAX][MQ_URL_MAX];
 	char targets[MQ_NODES_MAX][256];
 };
 
