@@ -305,8 +305,10 @@ place_one(PGconn *c, const struct order_request *rq)
 	int rc = place(c, rq, 1, &res);
 	cJSON *o;
 
-	if (rc != ORDERS_OK)
+	if (rc != ORDERS_OK) {
+		PQfinish(c);	/* nothing of it stays for the sanitizers' leak check */
 		die(exit_status(rc), "%s: the order was not placed", failure_words(rc));
+	}
 	o = order_result_json(&res);
 	jsonl_write(stdout, o);
 	cJSON_Delete(o);
