@@ -240,6 +240,7 @@ batch_place(PGconn *c, struct batch *b)
 
 	if (rc == ORDERS_OK)
 		return;
+	PQfinish(c);
 	die(exit_status(rc), "%s: %ld answers printed, all committed;"
 	    " the batch of lines %ld-%ld was %s and none of it was printed",
 	    failure_words(rc), printed, b->first_line, b->last_line,
