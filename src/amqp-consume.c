@@ -29,7 +29,7 @@
  * delivery order (so, on one connection, in delivery-tag order): a run of
  * answered messages at its head is acked with one multiple ack.
  */
-enum verdict { V_NONE, V_ACK, V_RETRY, V_DEFER, V_DEAD };
+enum verdict { V_NONE, V_ACK, V_RETRY, V_DEFER, V_DEAD, V_PARK };
 
 struct msg {
 	struct msg *prev, *next;	/* the held list */
@@ -43,7 +43,9 @@ struct msg {
 	unsigned group;		/* suspect group (in a dead child's hands), 0: none */
 	unsigned sent:1;	/* in the child's hands */
 	unsigned alone:1;	/* killed a child before: give it to the child alone */
-	unsigned returned:1;	/* copied back to the queue (consumer timeout): its answer is void */
+	unsigned returned:1;	/* copied back (consumer timeout) or parked: its answer is void */
+	unsigned released:1;	/* returned, and its original acked on the copy's confirm */
+	unsigned park:1;	/* the child said it will take long: park it if it holds up acks */
 	unsigned settled:1;
 	enum verdict verdict;	/* its answer, read but not yet settled */
 	char key[];		/* --match: the canonical text of its FIELD */
@@ -86,11 +88,10 @@ static unsigned next_group = 1;
 static struct hash guilty = HASH_SET;	/* hashes of the bodies of messages that killed a child */
 /* Retry and returned copies published but not yet confirmed: each original is acked on its copy's confirm. */
 static struct mq_confirms retry_copies;
-static struct msg **answered;		/* this read's answered messages */
-static size_t nanswered, answered_cap;
 static uint64_t ack_upto;		/* acks owed, up to this tag, sent as one (0: none) */
 static unsigned ack_generation;		/* the connection ack_upto belongs to */
 static long ack_count;			/* messages ack_upto stands for */
+static int copies_confirmed;		/* a returned message's copy was confirmed: settle again */
 static char *retry_queue, *dead_queue;
 static volatile sig_atomic_t stop_signals;
 static int draining;			/* no new messages: finish those in flight, then exit */
@@ -102,7 +103,7 @@ static int lost_refusing;		/* the broker is up, the queue does not work */
 static struct backoff connect_backoff = BACKOFF_MQ_CONNECT;
 /* --metrics: what happened since start, counted where it happens; written by write_metrics(). */
 static struct {
-	long acked, retried, deferred, dead_answer, dead_invalid, returned, blamed;
+	long acked, retried, deferred, dead_answer, dead_invalid, returned, parked, blamed;
 	long restarts, deaths_exited, deaths_signalled, deaths_broken;
 } count;
 static double started, next_metrics, next_metrics_warning;
@@ -231,6 +232,20 @@ keys_take(const char *key)
 	} else {
 		slots[i].key = slots[i].first->key;
 	}
+	return m;
+}
+
+/* The oldest message in the child's hands with this key that may still be parked; NULL if none. */
+static struct msg *
+keys_peek(const char *key)
+{
+	struct msg *m;
+	size_t i;
+
+	if (hash_find(&keys, hash_string(key), slot_is, key, &i) < 0)
+		return NULL;
+	for (m = slots[i].first; m != NULL && (m->returned || m->park); m = m->snext)
+		;
 	return m;
 }
 
@@ -420,13 +435,17 @@ reject(struct msg *m, int requeue)
 		warning("broker: %s", mq.why);
 }
 
-/* Unsent messages of a dead connection will be redelivered: forget them (or give them back). */
+/*
+ * Messages not in the child's hands: those of a dead connection will be
+ * redelivered (forget them, the answered too); else give back the unsent
+ * (the answered wait for their ack).
+ */
 static void
 forget_unsent(int requeue)
 {
 	for (struct msg *m = head, *next; m != NULL; m = next) {
 		next = m->next;
-		if (m->sent)
+		if (m->sent || (requeue && m->verdict != V_NONE))
 			continue;
 		if (requeue)
 			reject(m, 1);
@@ -560,7 +579,7 @@ feed_child(void)
 	if (child.pid == 0 || child.in < 0 || draining || alone_in_hands != NULL)
 		return;
 	for (struct msg *m = head; m != NULL; m = m->next) {
-		if (m->sent)
+		if (m->sent || m->verdict != V_NONE)
 			continue;
 		if (m->alone) {
 			if (nsent == 0) {
@@ -574,7 +593,7 @@ feed_child(void)
 	}
 	/* The suspects on trial last: a child working in order answers the others first. */
 	for (struct msg *m = head; on_trial != 0 && m != NULL; m = m->next)
-		if (!m->sent && m->group == on_trial)
+		if (!m->sent && m->verdict == V_NONE && m->group == on_trial)
 			give(m);
 }
 
@@ -601,6 +620,9 @@ write_child(void)
 
 /* --- answers ---------------------------------------------------------------- */
 
+/* Marks the confirm of a copy whose original stays held (returned): see copy_confirmed(). */
+static char returned_copy;
+
 /* Copy m to Q.retry.<ms> (attempts as given) or back to Q; its original is acked on the confirm. */
 static void
 copy_back(struct msg *m, const char *queue, long attempts)
@@ -609,7 +631,7 @@ copy_back(struct msg *m, const char *queue, long attempts)
 
 	if (mq_publish(&mq, "", queue, m->body, m->len, attempts, &seq) < 0)
 		return;	/* connection lost: the broker will redeliver the original */
-	mq_confirms_add(&retry_copies, &mq, seq, NULL, m->tag);
+	mq_confirms_add(&retry_copies, &mq, seq, m->returned ? &returned_copy : NULL, m->tag);
 	debugx("delivery tag %llu copied to %s with x-attempts %ld", (unsigned long long)m->tag,
 	    queue, attempts);
 }
@@ -630,21 +652,31 @@ flush_acks(void)
 		    (unsigned long long)tag);
 }
 
+/* Does a multiple ack up to tag cover an original whose copy is not yet confirmed? */
+static int
+covers_copy(uint64_t tag)
+{
+	if (retry_copies.generation != mq.generation)
+		return 0;
+	for (size_t i = 0; i < retry_copies.n; i++)
+		if (retry_copies.v[i].tag < tag)
+			return 1;
+	return 0;
+}
+
 /*
  * Settle an answered message. An ack is owed rather than sent when m was at
  * the head of the held list (prefix): one multiple ack up to the highest tag
  * covers every unacked tag below it, and the held messages before it are all
- * answered. The only other lower tags kept unacked are originals awaiting
- * their copy's confirm: so flush before a copy is published, and owe
- * nothing while a confirm is outstanding (ack at once, singly). A message
- * answered out of order is acked singly.
+ * answered or already acked. The only other lower tags kept unacked are
+ * originals awaiting their copy's confirm: a multiple ack must not cover
+ * them, so m is then acked singly, as is a message answered out of order.
  */
 static void
 settle(struct msg *m, int prefix)
 {
 	m->settled = 1;
 	unlink_msg(m);
-	child.answered += m->len + 1;
 	/* A message of an old connection is redelivered by the broker: nothing to do. */
 	if (!current(m))
 		return;
@@ -662,7 +694,7 @@ settle(struct msg *m, int prefix)
 		break;
 	default:
 		count.acked++;
-		if (prefix && retry_copies.n == 0) {
+		if (prefix && !covers_copy(m->tag)) {
 			ack_count = ack_upto != 0 ? ack_count + 1 : 1;
 			ack_upto = m->tag;
 			ack_generation = mq.generation;
@@ -672,12 +704,83 @@ settle(struct msg *m, int prefix)
 	}
 }
 
+/* Is a message held before the broker, by the connection we have now? */
+static int
+this_connection(const struct msg *m)
+{
+	return mq_connected(&mq) && m->generation == mq.generation;
+}
+
+/*
+ * Park m: it holds up the acks of messages answered after it, and the child
+ * said it will take long. A copy goes to the retry queue (x-attempts
+ * unchanged) and the original is acked on its confirm, so it holds neither
+ * an ack range nor a prefetch slot; the child's answer to it is void, and
+ * the copy, back after the retry delay, is answered from the child's own
+ * record of what it did.
+ */
+static void
+park(struct msg *m)
+{
+	m->returned = 1;
+	count.parked++;
+	copy_back(m, retry_queue, m->attempts);
+}
+
+/* Is any message after m answered (and so waiting for m before its ack can join a range)? */
+static int
+answered_after(const struct msg *m)
+{
+	for (m = m->next; m != NULL; m = m->next)
+		if (m->verdict != V_NONE)
+			return 1;
+	return 0;
+}
+
+/*
+ * Settle what may be settled, in held order. The answered run at the head
+ * (skipping returned messages already acked) is acked with one multiple ack.
+ * Behind an unanswered message the answered are acked singly, except behind
+ * a returned message whose copy is not yet confirmed (it is acked in a few
+ * milliseconds): they wait for it, and join the range. A message the child
+ * marked with "park" is parked once it holds up an answered one.
+ */
+static void
+settle_answered(void)
+{
+	int prefix = 1, single = 0;
+
+	copies_confirmed = 0;
+	for (struct msg *m = head, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->verdict == V_NONE && m->park && !m->returned && current(m) &&
+		    answered_after(m))
+			park(m);
+		if (m->returned && (m->released || !this_connection(m)))
+			continue;
+		if (m->returned) {
+			prefix = 0;
+			continue;
+		}
+		if (m->verdict == V_NONE) {
+			prefix = 0;
+			single = 1;
+			continue;
+		}
+		if (prefix || single || m->verdict != V_ACK) {
+			settle(m, prefix);
+			free_msg(m);
+		}
+	}
+	flush_acks();
+}
+
 static enum verdict
 verdict_of(const char *status)
 {
 	static const struct { const char *name; enum verdict v; } known[] = {
 		{ "success", V_ACK }, { "failed", V_ACK }, { "retry", V_RETRY },
-		{ "defer", V_DEFER }, { "dead", V_DEAD },
+		{ "defer", V_DEFER }, { "dead", V_DEAD }, { "park", V_PARK },
 	};
 
 	for (size_t i = 0; status != NULL && i < sizeof known / sizeof known[0]; i++)
@@ -714,12 +817,15 @@ answer_for(const char *line, size_t len, enum verdict *v)
 	if (!cJSON_IsObject(j)) {
 		why = "which is not a JSON object";
 	} else if ((*v = verdict_of(json_string(j, "status"))) == V_NONE) {
-		why = "which has no known status (success, failed, retry, defer, dead)";
+		why = "which has no known status (success, failed, retry, defer, dead, park)";
 	} else if (opt.match != NULL) {
 		if ((key = key_of(j, num, sizeof num, &why)) == NULL)
 			why = "which has no string or integer match field";
-		else if ((m = keys_take(key)) == NULL)
-			why = "whose match field names no message it was given";
+		else if ((m = *v == V_PARK ? keys_peek(key) : keys_take(key)) == NULL)
+			why = *v == V_PARK ? "a park naming no message it was given and has not "
+			    "parked" : "whose match field names no message it was given";
+	} else if (*v == V_PARK) {
+		why = "a park, which needs --match";
 	} else if ((m = sent_head) == NULL) {
 		why = "a line more than it was given messages";
 	} else if ((sent_head = m->snext) == NULL) {
@@ -733,22 +839,28 @@ answer_for(const char *line, size_t len, enum verdict *v)
 
 /*
  * Complete lines in rbuf: find each one's message, copy the answers out,
- * flush, and only then settle their messages: the answered run at the head
- * of the held list with one ack, the others one by one.
+ * flush, and only then settle their messages (settle_answered). A park line
+ * is not an answer: it marks its message, and is not copied out.
  */
 static void
 take_answers(void)
 {
 	char *p = child.rbuf, *end = child.rbuf + child.rlen, *nl;
 	size_t done;
+	int any = 0;
 
-	nanswered = 0;
 	while (!child.broken && p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		enum verdict v = V_NONE;
 		struct msg *m = answer_for(p, (size_t)(nl - p), &v);
 
 		if (m == NULL)
 			break;
+		if (v == V_PARK) {
+			m->park = 1;
+			p = nl + 1;
+			continue;
+		}
+		any = 1;
 		if (m->returned) {
 			debugx("a late answer for a message already copied back to %s: ignored",
 			    opt.queue);
@@ -768,8 +880,8 @@ take_answers(void)
 			m->alone = 0;
 		}
 		m->verdict = v;
-		answered = grow(answered, &answered_cap, nanswered + 1, sizeof *answered);
-		answered[nanswered++] = m;
+		m->sent = 0;	/* out of the child's hands, waiting for its ack */
+		child.answered += m->len + 1;
 	}
 	out_flush("messages answered before this one were acked");
 	if (p != child.rbuf) {
@@ -778,15 +890,8 @@ take_answers(void)
 		child.down_since = -1;
 		backoff_reset(&child.backoff);
 	}
-	while (head != NULL && head->verdict != V_NONE && !head->settled)
-		settle(head, 1);
-	for (size_t i = 0; i < nanswered; i++)
-		if (!answered[i]->settled)
-			settle(answered[i], 0);
-	flush_acks();
-	for (size_t i = 0; i < nanswered; i++)
-		free_msg(answered[i]);
-	nanswered = 0;
+	if (any || p != child.rbuf)
+		settle_answered();
 	done = (size_t)(p - child.rbuf);
 	memmove(child.rbuf, p, child.rlen - done);
 	child.rlen -= done;
@@ -1014,12 +1119,25 @@ lost_connection(void)
 	backoff_reset(&connect_backoff);
 }
 
-/* A copy's confirm: ack its original; a nack means the copy may be lost, so the original goes back instead. */
+/*
+ * A copy's confirm: ack its original; a nack means the copy may be lost, so
+ * the original goes back instead. A returned original still held (in the
+ * child's hands) is released: it no longer holds up the acks behind it.
+ */
 static int
 retry_copy_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 {
+	int rc = acked ? mq_ack(&mq, w->tag) : mq_reject(&mq, w->tag, 1);
+
 	(void)arg;
-	return acked ? mq_ack(&mq, w->tag) : mq_reject(&mq, w->tag, 1);
+	for (struct msg *m = head; w->item == &returned_copy && m != NULL; m = m->next) {
+		if (m->tag == w->tag && m->returned && m->generation == mq.generation) {
+			m->released = 1;
+			copies_confirmed = 1;
+			break;
+		}
+	}
+	return rc;
 }
 
 /* Handle what the broker sent, without blocking; stop early to let the child progress. */
@@ -1138,13 +1256,13 @@ return_old_messages(double now)
 			continue;
 		if (n++ == 0)
 			flush_acks();
+		m->returned = 1;
 		copy_back(m, opt.queue, m->attempts);
 		count.returned++;
 		if (!m->sent) {
 			unlink_msg(m);
 			free_msg(m);
 		} else {
-			m->returned = 1;
 			group_leave(m);
 		}
 	}
@@ -1223,6 +1341,9 @@ format_metrics(struct buf *b, double now)
 	prom_one(b, "amqp_consume_messages_returned_total", "counter",
 	    "Messages held too long, copied back to the queue before the consumer timeout.",
 	    count.returned);
+	prom_one(b, "amqp_consume_messages_parked_total", "counter",
+	    "Messages the child marked park, copied to the delay queue while it worked on them.",
+	    count.parked);
 	prom_one(b, "amqp_consume_messages_blamed_total", "counter",
 	    "Messages that killed a child, returned to the queue as a failed delivery.",
 	    count.blamed);
@@ -1331,7 +1452,6 @@ free_all(void)
 	free(child.rbuf);
 	free(slots);
 	free(groups);
-	free(answered);
 	hash_free(&keys);
 	hash_free(&guilty);
 	mq_confirms_free(&retry_copies);
@@ -1495,6 +1615,8 @@ consume_loop(void)
 		wait_events(now);
 		reap_child(0);
 		broker_events();
+		if (copies_confirmed)
+			settle_answered();
 	}
 }
 

@@ -49,6 +49,13 @@
  * A line naming an order that an earlier line still has in hand (looked up,
  * at its vendor, or not yet committed) waits until that one is committed and
  * answered, then is looked up: it sees the outcome.
+ *
+ * With OA_MATCH, a line whose vendor call (or wait for one) has lasted
+ * --park-after seconds is marked "park" at once, and so is every later line
+ * for a vendor that has such a call: amqp-consume takes such a message off
+ * its channel (a copy to the retry queue) if it holds up the acks of others.
+ * The copy, when it comes back, is looked up like any line: it finds the
+ * order decided, or still in hand (and waits), or pending (and is called).
  */
 
 #define JOB_MAX (2 * FULFIL_CALLS_MAX)	/* lines in hand at once */
@@ -60,6 +67,15 @@
 #define LOOKUP_GATHER 64
 #define REDO_MAX 5		/* times a commit is redone after a deadlock or a lost connection */
 #define ORDER_ID_MAX 9007199254740991LL
+/* A call is slow past --park-after and PARK_TIMES the median of the last PARK_SAMPLE calls. */
+#define PARK_SAMPLE 256
+/*
+ * A slow vendor's calls go on a curl multi handle of their own, stepped this
+ * often: libcurl visits every transfer of a handle at each step, and the
+ * main loop turns thousands of times a second.
+ */
+#define SLOW_STEP 0.01
+#define PARK_TIMES 4
 
 enum verdict { V_NONE, V_SUCCESS, V_FAILED, V_RETRY, V_DEAD, V_DEFER };
 
@@ -90,7 +106,8 @@ struct job {
 	long attempts;
 	/* the vendor's answer */
 	size_t vi;		/* its vendor (st.vendors) */
-	double waiting_since;
+	double waiting_since;	/* in S_WAIT: since when; in S_CALL: when the call started */
+	int parked;		/* marked "park" (OA_MATCH) */
 	struct slot *slot;
 	enum http_outcome outcome;
 	long http_status;
@@ -123,6 +140,7 @@ struct slot {
 struct vendor {
 	char *name;
 	long calls;
+	int slow;		/* has had a call or a wait last --park-after: its new lines are parked */
 	struct jlist waiting;
 };
 
@@ -136,12 +154,18 @@ struct dbc {
 static struct {
 	const char *base;
 	long max_attempts, vendor_calls;
-	double defer_after, db_patience, report_every;
+	double defer_after, park_after, db_patience, report_every;
+	double next_park_scan;
+	double took[PARK_SAMPLE];	/* how long the last calls took, a ring */
+	size_t ntook;
+	int parks_unflushed;	/* the main thread's: it wrote park lines since its last flush */
 	int match;		/* OA_MATCH=order_id: answer as orders end */
 	struct http_limits lim;
 	struct dbc look;	/* the main thread's: lookups */
 	struct dbc keep;	/* the committer's: changes */
 	struct http_loop loop;
+	struct http_loop slow_loop;	/* calls to slow vendors: stepped every SLOW_STEP seconds */
+	double next_slow_step;
 	struct slot pool[FULFIL_CALLS_MAX];
 	struct slot *free_slots;
 	struct job jobs[JOB_MAX];
@@ -159,6 +183,7 @@ static struct {
 	/* shared with the committer, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	pthread_mutex_t out;	/* stdout: answers (committer) and park lines (main thread) */
 	struct jlist handed;	/* to commit */
 	int busy;		/* the committer has a batch */
 	struct jlist returned;	/* answered: the main thread frees them */
@@ -169,11 +194,13 @@ static struct {
 	.max_attempts = 5,
 	.vendor_calls = FULFIL_VENDOR_CALLS,
 	.defer_after = FULFIL_DEFER_AFTER,
+	.park_after = FULFIL_PARK_AFTER,
 	.db_patience = FULFIL_DB_PATIENCE,
 	.report_every = WAIT_REPORT_INTERVAL,
 	.lim = { .timeout = 10, .connect_timeout = 5, .max_bytes = 1 << 20 },
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.cv = PTHREAD_COND_INITIALIZER,
+	.out = PTHREAD_MUTEX_INITIALIZER,
 	.vendor_index = HASH_MAP,
 };
 
@@ -216,7 +243,7 @@ usage(FILE *fp, int code)
 {
 	static const char *const synopsis[] = {
 		"[--max-attempts N] [--timeout S] [--base URL]\n"
-		"[--vendor-calls N] [--defer-after S] [--db-patience S]",
+		"[--vendor-calls N] [--defer-after S] [--park-after S] [--db-patience S]",
 		NULL,
 	};
 	static const struct usage_option options[] = {
@@ -225,6 +252,7 @@ usage(FILE *fp, int code)
 		{ "--base URL", "the vendors' base URL (overrides VENDOR_BASE_URL)" },
 		{ "--vendor-calls N", "a vendor's share of the 512 calls in flight (default 256)" },
 		{ "--defer-after S", "seconds an order waits for its vendor's slot before \"defer\" (default 1)" },
+		{ "--park-after S", "with OA_MATCH: a call this long (and 4x the median) is marked \"park\" (default 0.05; 0: never)" },
 		{ "--db-patience S", "seconds to keep trying the database before exit 69 (default 90)" },
 		{ NULL, NULL },
 	};
@@ -333,6 +361,7 @@ job_forget(struct job *j)
 	j->sku = j->vendor = j->reason = j->answer_reason = j->answer_error = NULL;
 	j->found = 0;
 	j->verdict = V_NONE;
+	j->parked = 0;
 }
 
 static struct job *
@@ -450,6 +479,95 @@ slot_aim(struct slot *sl, const char *vendor)
 	free(url);
 }
 
+/* Mark j "park" (OA_MATCH only): a line to amqp-consume, flushed at the end of the loop's turn. */
+static void
+park(struct job *j)
+{
+	if (!st.match || st.park_after <= 0 || j->parked)
+		return;
+	j->parked = 1;
+	pthread_mutex_lock(&st.out);
+	if (printf("{\"order_id\":%lld,\"status\":\"park\"}\n", j->id) < 0)
+		out_flush("every answered order's change was committed");
+	st.parks_unflushed = 1;
+	pthread_mutex_unlock(&st.out);
+	debugx("order %lld: parked (vendor %s)", j->id, j->vendor);
+}
+
+static void
+flush_parks(void)
+{
+	if (!st.parks_unflushed)
+		return;
+	pthread_mutex_lock(&st.out);
+	out_flush("every answered order's change was committed");
+	pthread_mutex_unlock(&st.out);
+	st.parks_unflushed = 0;
+}
+
+static struct job *earlier_line(const struct job *j);
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* How long a call or a wait must last to be slow: --park-after, or PARK_TIMES the recent median. */
+static double
+slow_after(void)
+{
+	static double v[PARK_SAMPLE];
+	size_t n = st.ntook < PARK_SAMPLE ? st.ntook : PARK_SAMPLE;
+	double median;
+
+	if (n < PARK_SAMPLE / 4)
+		return st.park_after;
+	memcpy(v, st.took, n * sizeof *v);
+	qsort(v, n, sizeof *v, cmp_double);
+	median = v[n / 2];
+	return PARK_TIMES * median > st.park_after ? PARK_TIMES * median : st.park_after;
+}
+
+/*
+ * A vendor with a call, or a wait for one, that is slow (slow_after) stays
+ * slow until it has none: all its lines are parked, and the lines held
+ * behind a parked one. Returns the seconds until the next scan.
+ */
+static double
+park_scan(double now)
+{
+	double every, after;
+
+	if (!st.match || st.park_after <= 0)
+		return -1;
+	if (now < st.next_park_scan)
+		return st.next_park_scan - now;
+	after = slow_after();
+	every = after / 4 < 0.01 ? 0.01 : after / 4;
+	st.next_park_scan = now + every;
+	for (size_t i = 0; i < st.n_vendors; i++)
+		st.vendors[i].slow = 0;
+	for (size_t i = 0; i < st.jobs_used; i++) {
+		struct job *j = &st.jobs[i];
+
+		if ((j->stage == S_CALL || j->stage == S_WAIT) && now - j->waiting_since >= after)
+			st.vendors[j->vi].slow = 1;
+	}
+	for (size_t i = 0; i < st.jobs_used; i++) {
+		struct job *j = &st.jobs[i], *e;
+
+		if ((j->stage == S_CALL || j->stage == S_WAIT) && st.vendors[j->vi].slow)
+			park(j);
+		else if (j->stage == S_HELD && !j->parked && (e = earlier_line(j)) != NULL &&
+		    e->parked)
+			park(j);
+	}
+	return every;
+}
+
 static void
 call_start(struct job *j)
 {
@@ -468,9 +586,12 @@ call_start(struct job *j)
 		die(EXIT_BUG, "order %lld: %s", j->id, sl->resp.err);
 	j->slot = sl;
 	j->stage = S_CALL;
+	j->waiting_since = now_seconds();
 	sl->job = j;
 	st.vendors[j->vi].calls++;
-	http_loop_add(&st.loop, sl->h);
+	if (st.vendors[j->vi].slow)
+		park(j);
+	http_loop_add(st.vendors[j->vi].slow ? &st.slow_loop : &st.loop, sl->h);
 	debugx("order %lld: POST to vendor %s", j->id, j->vendor);
 }
 
@@ -490,6 +611,8 @@ call_or_wait(struct job *j, double now)
 	j->waiting_since = now;
 	jl_push(&v->waiting, j);
 	st.waiting++;
+	if (v->slow)
+		park(j);
 }
 
 static void
@@ -567,6 +690,7 @@ call_done(CURL *h, CURLcode rc, void *arg)
 	j->outcome = http_result(h, rc, &sl->resp, &j->http_status, j->why, sizeof j->why);
 	debugx("order %lld: %s", j->id, j->outcome == HTTP_OK ? "answered" : j->why);
 	judge(j);
+	st.took[st.ntook++ % PARK_SAMPLE] = now_seconds() - j->waiting_since;
 	st.vendors[j->vi].calls--;
 	sl->job = NULL;
 	j->slot = NULL;
@@ -817,6 +941,7 @@ answer(const struct job *j)
 static void
 write_answers(struct job **w, size_t n)
 {
+	pthread_mutex_lock(&st.out);
 	for (size_t i = 0; i < n; i++) {
 		cJSON *a = answer(w[i]);
 
@@ -830,6 +955,7 @@ write_answers(struct job **w, size_t n)
 		atomic_fetch_add(&st.answered, 1);
 	}
 	out_flush("every answered order's change was committed");
+	pthread_mutex_unlock(&st.out);
 }
 
 /* --- the committer -------------------------------------------------------------- */
@@ -904,18 +1030,24 @@ wait_idle(void)
 
 /* --- the main thread ------------------------------------------------------------ */
 
-/* Does an earlier line than j's, still in hand, name j's order? */
-static int
-named_earlier(const struct job *j)
+/* An earlier line than j's, still in hand, that names j's order; NULL if none. */
+static struct job *
+earlier_line(const struct job *j)
 {
 	for (size_t i = 0; i < st.jobs_used; i++) {
-		const struct job *k = &st.jobs[i];
+		struct job *k = &st.jobs[i];
 
 		if (k->stage != S_FREE && k != j && k->bad == NULL && k->id == j->id &&
 		    k->seq < j->seq)
-			return 1;
+			return k;
 	}
-	return 0;
+	return NULL;
+}
+
+static int
+named_earlier(const struct job *j)
+{
+	return earlier_line(j) != NULL;
 }
 
 /* A line read: to look up, or held behind an earlier line of the same order, or done. */
@@ -1074,15 +1206,23 @@ run(void)
 		long wait_ms = 1000;
 		int fd = -1;
 		size_t answered;
-		double due;
+		double due, park_due;
 
 		reclaim();
 		if (!eof)
 			eof = read_lines(&rd);
 		answered = http_loop_step(&st.loop, call_done, NULL);
+		if (st.slow_loop.active > 0 && now_seconds() >= st.next_slow_step) {
+			answered += http_loop_step(&st.slow_loop, call_done, NULL);
+			st.next_slow_step = now_seconds() + SLOW_STEP;
+		}
 		if (answered == 0 || st.fresh.n >= LOOKUP_GATHER || eof)
 			look_up_fresh();
 		due = dispatch_waiting(now_seconds());
+		park_due = park_scan(now_seconds());
+		if (park_due >= 0 && (due < 0 || park_due < due))
+			due = park_due;
+		flush_parks();
 		hand_over();
 		if (eof && st.live == 0)
 			break;
@@ -1096,6 +1236,8 @@ run(void)
 			else
 				fd = rd.fd;
 		}
+		if (st.slow_loop.active > 0 && wait_ms > SLOW_STEP * 1000)
+			wait_ms = (long)(SLOW_STEP * 1000);
 		http_loop_wait(&st.loop, fd, wait_ms);
 	}
 	if (ferror(stdin) || rd.error)
@@ -1126,6 +1268,7 @@ main(int argc, char **argv)
 		{ "base", required_argument, NULL, 'b' },
 		{ "vendor-calls", required_argument, NULL, 'c' },
 		{ "defer-after", required_argument, NULL, 'd' },
+		{ "park-after", required_argument, NULL, 'k' },
 		{ "db-patience", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -1150,6 +1293,7 @@ main(int argc, char **argv)
 			st.vendor_calls = option_long("--vendor-calls", optarg, 1, FULFIL_CALLS_MAX);
 			break;
 		case 'd': st.defer_after = option_seconds("--defer-after", optarg, 3600); break;
+		case 'k': st.park_after = option_seconds("--park-after", optarg, 3600); break;
 		case 'P': st.db_patience = option_seconds("--db-patience", optarg, 1e9); break;
 		case 'h': usage(stdout, EXIT_OK); break;
 		case 'V': version_exit();
@@ -1179,6 +1323,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	http_global_init();
 	http_loop_init(&st.loop, FULFIL_CALLS_MAX);
+	http_loop_init(&st.slow_loop, FULFIL_CALLS_MAX);
 	for (size_t i = FULFIL_CALLS_MAX; i-- > 0;) {
 		st.pool[i].next_free = st.free_slots;
 		st.free_slots = &st.pool[i];
@@ -1211,6 +1356,7 @@ main(int argc, char **argv)
 	free(st.vendors);
 	hash_free(&st.vendor_index);
 	http_loop_free(&st.loop);
+	http_loop_free(&st.slow_loop);
 	http_global_cleanup();
 	return atomic_load(&st.bad_lines) ? EXIT_BAD_INPUT : EXIT_OK;
 }

@@ -49,6 +49,7 @@ test_expect_success 'counters after a run: success, retry, defer, dead and an in
 	amqp_consume_messages_dead_lettered_total{reason=answer} 3
 	amqp_consume_messages_dead_lettered_total{reason=invalid} 1
 	amqp_consume_messages_returned_total 0
+	amqp_consume_messages_parked_total 0
 	amqp_consume_messages_blamed_total 0
 	amqp_consume_child_restarts_total 0
 	amqp_consume_child_deaths_total{cause=exited} 0

@@ -84,6 +84,12 @@ enum {
 #define FULFIL_CALLS_MAX	512
 #define FULFIL_VENDOR_CALLS	256
 #define FULFIL_DEFER_AFTER	1.0
+/*
+ * With amqp-consume --match: a vendor call (or wait for one) this long, and
+ * 4 times the median of the last calls, is marked "park", and so is every
+ * new call to that vendor while it has one (design.md, "Fulfilment").
+ */
+#define FULFIL_PARK_AFTER	0.05
 #define FULFIL_DB_PATIENCE	90.0
 
 /*
