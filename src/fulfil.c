@@ -515,7 +515,11 @@ cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* How long a call or a wait must last to be slow: --park-after, or PARK_TIMES the recent median. */
+/*
+ * How long a call or a wait must last to be slow: --park-after, and
+ * PARK_TIMES the recent median. Nothing is slow before PARK_SAMPLE / 16
+ * calls have ended: a burst of calls at a start is not a slow vendor.
+ */
 static double
 slow_after(void)
 {
@@ -523,8 +527,8 @@ slow_after(void)
 	size_t n = st.ntook < PARK_SAMPLE ? st.ntook : PARK_SAMPLE;
 	double median;
 
-	if (n < PARK_SAMPLE / 4)
-		return st.park_after;
+	if (n < PARK_SAMPLE / 16)
+		return HUGE_VAL;
 	memcpy(v, st.took, n * sizeof *v);
 	qsort(v, n, sizeof *v, cmp_double);
 	median = v[n / 2];
@@ -546,7 +550,7 @@ park_scan(double now)
 	if (now < st.next_park_scan)
 		return st.next_park_scan - now;
 	after = slow_after();
-	every = after / 4 < 0.01 ? 0.01 : after / 4;
+	every = after / 4 < 0.01 ? 0.01 : after / 4 > 1 ? 1 : after / 4;
 	st.next_park_scan = now + every;
 	for (size_t i = 0; i < st.n_vendors; i++)
 		st.vendors[i].slow = 0;

@@ -43,7 +43,9 @@ test_expect_success 'OA_MATCH=order_id: with 1 in 100 orders at a vendor of 3 s,
 		fail "healthy orders took $healthy s beside the slow vendor, $alone s alone" &&
 	expect_eq 404 "$(grep -vc "\"status\":\"park\"" mixed.out)" "answers" &&
 	expect_eq 4 "$(grep -c "\"order_id\":900[1-4],\"status\":\"success\"" mixed.out)" "slow orders answered success" &&
-	expect_eq "9001 9002 9003 9004" "$(grep "\"status\":\"park\"" mixed.out | cut -d" " -f2- | jq -r .order_id | xargs)" "calls marked park (the slow ones)"
+	grep "\"status\":\"park\"" mixed.out | cut -d" " -f2- | jq -r .order_id >parked &&
+	expect_eq 4 "$(grep -c "^900[1-4]$" parked)" "slow calls marked park" &&
+	awk "END { exit !(NR - 4 <= 40) }" parked || fail "$(($(lines parked) - 4)) healthy calls marked park"
 '
 
 test_expect_success '--vendor-calls 1: a second order of the busy vendor is answered defer after --defer-after, nothing counted' '
