@@ -1130,6 +1130,9 @@ retry_copy_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
 	int rc = acked ? mq_ack(&mq, w->tag) : mq_reject(&mq, w->tag, 1);
 
 	(void)arg;
+	if (!acked)
+		warning("broker %s refused (nack) the copy of delivery tag %llu: the original "
+		    "goes back to %s instead", mq.target, (unsigned long long)w->tag, opt.queue);
 	for (struct msg *m = head; w->item == &returned_copy && m != NULL; m = m->next) {
 		if (m->tag == w->tag && m->returned && m->generation == mq.generation) {
 			m->released = 1;
