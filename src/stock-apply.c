@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/hash.h"
 #include "lib/jsonl.h"
@@ -45,6 +46,14 @@
 #define MAX_PRICE 9007199254740992LL
 /* Tries of a snapshot's transaction while it keeps failing with a retryable error. */
 #define APPLY_ATTEMPTS 5
+/*
+ * Past this many SKUs of one vendor (its rows in the table, then the new
+ * ones its snapshot adds) the vendor's items are all staged and merged in
+ * SQL: the table of them costs about 40 bytes a SKU.
+ */
+#define KNOWN_MAX 500000L
+/* Unlisted SKUs are looked up, and withdrawn, this many at a time. */
+#define WITHDRAW_BATCH "10000"
 
 /*
  * The 64-bit hashes of a snapshot's SKUs (lib/hash, a set). When none
@@ -54,6 +63,35 @@
 struct skuset {
 	struct hash hashes;
 	int unsure;	/* a SKU may repeat: dedupe in SQL */
+};
+
+/*
+ * The rows the table had for a vendor when its snapshot began, read under a
+ * session advisory lock held until the snapshot is applied, so no other
+ * stock-apply changes them meanwhile. Per SKU: a second hash that tells
+ * apart SKUs of the same lib/hash hash (a SKU is known by 128 bits), the
+ * digest stored with its figures (0: none), whether it had stock and
+ * whether the snapshot listed it. An item whose digest is the stored one is
+ * not staged at all: the database never sees it. A SKU new to the table gets
+ * an entry (digest 0) as it comes, so a SKU listed twice is still seen. Rows
+ * with stock that the snapshot did not list are then counted here, so a
+ * snapshot that leaves none out costs no query for its withdrawal.
+ */
+struct known_row {
+	uint64_t check;
+	uint64_t digest;
+};
+
+enum { KNOWN_LISTED = 1, KNOWN_STOCKED = 2 };
+
+struct known {
+	int on;			/* loaded: items are compared here, the lock is held */
+	int untracked;		/* new SKUs past KNOWN_MAX were staged without an entry */
+	long unmapped;		/* rows with stock whose SKU no snapshot can list (too long) */
+	struct hash map;	/* hash_string(sku) -> index in rows */
+	struct known_row *rows;
+	unsigned char *flags;	/* per row: KNOWN_LISTED, KNOWN_STOCKED */
+	size_t len, cap;
 };
 
 enum copying { NOT_COPYING, INTO_STAGING, INTO_STOCK };
@@ -76,8 +114,10 @@ struct vendor {
 	int tainted;		/* an invalid line may have been one of its items */
 	long first_line, last_line;	/* its lines since its last snapshot (0: none) */
 	char *failure;		/* the database refused its snapshot: why (then its lines are dropped) */
-	long positive;		/* staged items with quantity > 0 */
-	struct skuset seen;	/* to know the snapshot has no SKU twice */
+	long positive;		/* its items with quantity > 0 */
+	long copied;		/* items sent to the database (the rest were unchanged) */
+	struct skuset seen;	/* to know the snapshot has no SKU twice (without `known`) */
+	struct known known;
 };
 
 static struct {
@@ -94,7 +134,7 @@ static struct {
 static const char *CREATE_STAGING =
 	"CREATE TEMP TABLE staging ("
 	" vendor text NOT NULL, sku text NOT NULL, quantity bigint NOT NULL,"
-	" name text, price_cents bigint, extra jsonb, seq bigint NOT NULL)";
+	" name text, price_cents bigint, extra jsonb, digest bigint, seq bigint NOT NULL)";
 
 /*
  * MERGE joins the snapshot against the table instead of probing per row as
@@ -106,17 +146,18 @@ static const char *CREATE_STAGING =
 #define MERGE_FROM(source) \
 	"MERGE INTO vendor_stock s USING (" source ") g" \
 	" ON s.sku = g.sku AND s.vendor = $1" \
-	" WHEN MATCHED AND (s.quantity, s.name, s.price_cents, s.extra)" \
-	"   IS DISTINCT FROM (g.quantity, g.name, g.price_cents, g.extra) THEN" \
+	" WHEN MATCHED AND (s.quantity, s.name, s.price_cents, s.extra, s.digest)" \
+	"   IS DISTINCT FROM (g.quantity, g.name, g.price_cents, g.extra, g.digest) THEN" \
 	"   UPDATE SET quantity = g.quantity, name = g.name, price_cents = g.price_cents," \
-	"   extra = g.extra, fetched_at = $2::timestamptz, updated_at = now()" \
-	" WHEN NOT MATCHED THEN INSERT (vendor, sku, quantity, name, price_cents, extra, fetched_at)" \
-	"   VALUES ($1, g.sku, g.quantity, g.name, g.price_cents, g.extra, $2::timestamptz)"
+	"   extra = g.extra, digest = g.digest, fetched_at = $2::timestamptz, updated_at = now()" \
+	" WHEN NOT MATCHED THEN INSERT (vendor, sku, quantity, name, price_cents, extra, digest," \
+	"   fetched_at) VALUES ($1, g.sku, g.quantity, g.name, g.price_cents, g.extra, g.digest," \
+	"   $2::timestamptz)"
 
 static const char *COPY_INTO[] = {
 	[INTO_STAGING] = "COPY staging FROM STDIN",
-	[INTO_STOCK] = "COPY vendor_stock (vendor, sku, quantity, name, price_cents, extra, fetched_at)"
-	    " FROM STDIN",
+	[INTO_STOCK] = "COPY vendor_stock (vendor, sku, quantity, name, price_cents, extra, digest,"
+	    " fetched_at) FROM STDIN",
 };
 
 static const char *MERGE_UNIQUE = MERGE_FROM("SELECT * FROM staging WHERE vendor = $1");
@@ -125,8 +166,18 @@ static const char *MERGE_DEDUP = MERGE_FROM(
 	"SELECT DISTINCT ON (sku) * FROM staging WHERE vendor = $1 ORDER BY sku, seq DESC");
 
 /* Two syncs of one vendor at once would interleave their snapshots. */
+static const char *TRY_LOCK_VENDOR =
+	"SELECT pg_try_advisory_xact_lock(hashtext('stock-apply'), hashtext($1))";
 static const char *LOCK_VENDOR =
 	"SELECT pg_advisory_xact_lock(hashtext('stock-apply'), hashtext($1))";
+/* The same lock for the session: held from reading a vendor's rows to applying its snapshot. */
+static const char *TRY_LOCK_VENDOR_SESSION =
+	"SELECT pg_try_advisory_lock(hashtext('stock-apply'), hashtext($1))";
+static const char *UNLOCK_VENDOR_SESSION =
+	"SELECT pg_advisory_unlock(hashtext('stock-apply'), hashtext($1))";
+/* COPY takes no parameters: the vendor's name is a quoted literal (%s). */
+static const char *READ_KNOWN =
+	"COPY (SELECT sku, digest, quantity > 0 FROM vendor_stock WHERE vendor = %s) TO STDOUT";
 
 /* Whether the table knows the vendor; the first SKU usually answers by index. */
 static const char *HAS_STOCK =
@@ -138,9 +189,25 @@ static const char *COUNT_LISTED =
 
 /* A complete snapshot is authoritative: what it no longer lists has none left. */
 static const char *WITHDRAW =
-	"UPDATE vendor_stock s SET quantity = 0, updated_at = now()"
+	"UPDATE vendor_stock s SET quantity = 0, digest = NULL, updated_at = now()"
 	" WHERE s.vendor = $1 AND s.quantity > 0"
 	" AND NOT EXISTS (SELECT 1 FROM staging g WHERE g.vendor = $1 AND g.sku = s.sku)";
+
+/*
+ * With `known`, unstaged items are not in staging: the SKUs with stock that
+ * staging does not list go through a cursor, and those `known` did not see
+ * listed are withdrawn by name.
+ */
+static const char *DECLARE_STOCKED =
+	"DECLARE stocked NO SCROLL CURSOR FOR SELECT sku FROM vendor_stock s"
+	" WHERE s.vendor = $1 AND s.quantity > 0";
+static const char *DECLARE_STOCKED_UNSTAGED =
+	"DECLARE stocked NO SCROLL CURSOR FOR SELECT sku FROM vendor_stock s"
+	" WHERE s.vendor = $1 AND s.quantity > 0"
+	" AND NOT EXISTS (SELECT 1 FROM staging g WHERE g.vendor = $1 AND g.sku = s.sku)";
+static const char *WITHDRAW_NAMED =
+	"UPDATE vendor_stock SET quantity = 0, digest = NULL, updated_at = now()"
+	" WHERE vendor = $1 AND sku = ANY ($2::text[]) AND quantity > 0";
 
 /*
  * Successes the vendor had already applied when this snapshot was taken are
@@ -153,6 +220,24 @@ static const char *SETTLE =
 	"  WHERE vendor = $1 AND status = 'success' AND NOT settled"
 	"  AND fulfilled_at <= $2::timestamptz"
 	"  AND sku IN (SELECT sku FROM staging WHERE vendor = $1)"
+	"  RETURNING sku, quantity),"
+	" per_sku AS (SELECT sku, sum(quantity) AS q FROM done GROUP BY sku)"
+	" UPDATE vendor_stock v SET reserved = v.reserved - per_sku.q"
+	" FROM per_sku WHERE v.vendor = $1 AND v.sku = per_sku.sku";
+
+/*
+ * With `known`, the SKUs listed but not staged are named ($3): those of the
+ * orders to settle (UNSETTLED) that `known` saw listed.
+ */
+static const char *UNSETTLED =
+	"SELECT DISTINCT sku FROM orders WHERE vendor = $1 AND status = 'success' AND NOT settled"
+	" AND fulfilled_at <= $2::timestamptz";
+static const char *SETTLE_NAMED =
+	"WITH done AS ("
+	"  UPDATE orders SET settled = true"
+	"  WHERE vendor = $1 AND status = 'success' AND NOT settled"
+	"  AND fulfilled_at <= $2::timestamptz"
+	"  AND (sku = ANY ($3::text[]) OR sku IN (SELECT sku FROM staging WHERE vendor = $1))"
 	"  RETURNING sku, quantity),"
 	" per_sku AS (SELECT sku, sum(quantity) AS q FROM done GROUP BY sku)"
 	" UPDATE vendor_stock v SET reserved = v.reserved - per_sku.q"
@@ -178,6 +263,134 @@ skuset_add(struct skuset *set, const char *sku)
 	/* The same hash is taken for the same SKU: SQL then tells them apart. */
 	if (hash_add(&set->hashes, hash_string(sku), NULL, NULL, 0, NULL) != 0)
 		set->unsure = 1;
+}
+
+/* A finaliser (MurmurHash3's): every bit of h reaches every bit of the result. */
+static uint64_t
+mix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
+}
+
+/* FNV-1a over n bytes, from h: a change of one byte always changes the result. */
+static uint64_t
+fold_bytes(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	while (n-- > 0)
+		h = (h ^ *b++) * 0x100000001b3ULL;
+	return h;
+}
+
+/* A string with its length (so fields cannot run into each other), or NULL as no length. */
+static uint64_t
+fold_string(uint64_t h, const char *s)
+{
+	uint64_t n = s != NULL ? strlen(s) : UINT64_MAX;
+
+	h = fold_bytes(h, &n, sizeof n);
+	return s != NULL ? fold_bytes(h, s, n) : h;
+}
+
+/* The second hash of a SKU: with hash_string's, 128 bits tell SKUs apart. */
+static uint64_t
+sku_check(const char *sku)
+{
+	return mix64(fold_string(0x9e3779b97f4a7c15ULL, sku));
+}
+
+/* The digest of an item's figures as stored in vendor_stock.digest; never 0 (none). */
+static uint64_t
+item_digest(const char *sku, long long quantity, const char *name, int has_price,
+    long long price, const char *extra)
+{
+	uint64_t h = 0x6a09e667f3bcc908ULL, num[3] = { (uint64_t)quantity, (uint64_t)has_price,
+		has_price ? (uint64_t)price : 0 };
+
+	h = fold_string(h, sku);
+	h = fold_bytes(h, num, sizeof num);
+	h = fold_string(h, name);
+	h = mix64(fold_string(h, extra));
+	return h ? h : 1;
+}
+
+static void
+known_free(struct known *k)
+{
+	hash_free(&k->map);
+	free(k->rows);
+	free(k->flags);
+	*k = (struct known){ .map = HASH_MAP };
+}
+
+/* What known_match is given: the table and the second hash looked for. */
+struct known_key {
+	const struct known *k;
+	uint64_t check;
+};
+
+static int
+known_match(const void *ctx, size_t val)
+{
+	const struct known_key *key = ctx;
+
+	return key->k->rows[val].check == key->check;
+}
+
+/* The entry of a SKU, by its two hashes: 0 with its index in *i, or -1. */
+static int
+known_find(const struct known *k, uint64_t h, uint64_t check, size_t *i)
+{
+	struct known_key key = { k, check };
+
+	return hash_find(&k->map, h, known_match, &key, i);
+}
+
+/* Add a SKU not in k (the caller looked): 0 with its index in *i, or -1 past KNOWN_MAX. */
+static int
+known_add(struct known *k, uint64_t h, uint64_t check, uint64_t digest, int flags, size_t *i)
+{
+	struct known_key key = { k, check };
+
+	if ((long)k->len >= KNOWN_MAX)
+		return -1;
+	if (k->len == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 1024;
+		k->rows = xreallocarray(k->rows, k->cap, sizeof *k->rows);
+		k->flags = xreallocarray(k->flags, k->cap, 1);
+	}
+	k->rows[k->len] = (struct known_row){ check, digest };
+	k->flags[k->len] = (unsigned char)flags;
+	hash_add(&k->map, h, known_match, &key, k->len, NULL);
+	*i = k->len++;
+	return 0;
+}
+
+/* Whether the snapshot listed the SKU, as far as `known` tells (staged SKUs may not be in it). */
+static int
+known_listed(const struct known *k, const char *sku)
+{
+	size_t i;
+
+	return known_find(k, hash_string(sku), sku_check(sku), &i) == 0 &&
+	    (k->flags[i] & KNOWN_LISTED);
+}
+
+/* Whether a row with stock was left out of the snapshot (then it is looked for in SQL). */
+static int
+known_left_out(const struct known *k)
+{
+	if (k->unmapped > 0)
+		return 1;
+	for (size_t i = 0; i < k->len; i++)
+		if ((k->flags[i] & (KNOWN_LISTED | KNOWN_STOCKED)) == KNOWN_STOCKED)
+			return 1;
+	return 0;
 }
 
 static void
@@ -358,13 +571,20 @@ put_field(struct conn *c, const char *s, char sep)
 	put(c, &sep, 1);
 }
 
+/* A number and its separator (snprintf cost a tenth of the time per line). */
 static void
 put_number(struct conn *c, long long n, char sep)
 {
-	char num[32];
+	char num[32], *p = num + sizeof num;
+	unsigned long long u = n < 0 ? 0 - (unsigned long long)n : (unsigned long long)n;
 
-	snprintf(num, sizeof num, "%lld", n);
-	put_field(c, num, sep);
+	*--p = sep;
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (n < 0)
+		*--p = '-';
+	put(c, p, (size_t)(num + sizeof num - p));
 }
 
 static void
@@ -389,30 +609,195 @@ conn_close(struct conn *c)
 		PQfinish(c->db);
 }
 
+/* A one-row, one-column boolean answer. */
+static int
+run_bool(struct conn *c, const char *what, const char *sql, int n, const char *const *params)
+{
+	PGresult *r = run_or_die(c, what, sql, n, params);
+	int yes = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+
+	PQclear(r);
+	return yes;
+}
+
 /*
  * Begin loading a vendor straight into vendor_stock if the table has no row
  * of it: its transaction, holding the vendor's lock, stays open until the
- * snapshot line. If the vendor has rows, nothing is held and c->loading stays NULL.
+ * snapshot line. If the vendor has rows, or another stock-apply holds the
+ * vendor (nothing waits for a lock outside a transaction that is tried
+ * again), nothing is held and c->loading stays NULL.
  */
 static void
 load_begin(struct conn *c, struct vendor *v, const char *sku)
 {
-	PGresult *r;
 	int known;
 
 	copy_end(c);
 	PQclear(run_or_die(c, "beginning the snapshot transaction", "BEGIN", 0, NULL));
-	PQclear(run_or_die(c, "taking the vendor's lock", LOCK_VENDOR, 1,
-	    (const char *[]){ v->name }));
-	r = run_or_die(c, "looking the vendor up", HAS_STOCK, 2, (const char *[]){ v->name, sku });
-	known = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	PQclear(r);
+	known = !run_bool(c, "taking the vendor's lock", TRY_LOCK_VENDOR, 1,
+	    (const char *[]){ v->name }) ||
+	    run_bool(c, "looking the vendor up", HAS_STOCK, 2, (const char *[]){ v->name, sku });
 	if (known) {
 		PQclear(run_or_die(c, "releasing the vendor's lock", "COMMIT", 0, NULL));
 		return;
 	}
 	debugx("%s: new to the table; loading it with COPY", v->name);
 	c->loading = v;
+}
+
+/* Undo COPY's text escapes in place (COPY TO writes \\, \b, \f, \n, \r, \t and \v). */
+static void
+copy_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s != '\0'; s++) {
+		if (*s != '\\' || s[1] == '\0') {
+			*o++ = *s;
+			continue;
+		}
+		switch (*++s) {
+		case 'b': *o++ = '\b'; break;
+		case 'f': *o++ = '\f'; break;
+		case 'n': *o++ = '\n'; break;
+		case 'r': *o++ = '\r'; break;
+		case 't': *o++ = '\t'; break;
+		case 'v': *o++ = '\v'; break;
+		default: *o++ = *s; break;
+		}
+	}
+	*o = '\0';
+}
+
+/*
+ * One row of READ_KNOWN ("sku\tdigest\tt|f\n", n bytes, the last field
+ * whether it has stock): into k, unless past KNOWN_MAX (-1).
+ */
+static int
+known_read_row(struct known *k, char *row, int n)
+{
+	char *digest_at, *stocked_at;
+	uint64_t digest = 0, h, check;
+	int stocked;
+	size_t i;
+
+	row[n - 1] = '\0';
+	if ((stocked_at = strrchr(row, '\t')) == NULL)
+		return 0;
+	*stocked_at++ = '\0';
+	if ((digest_at = strrchr(row, '\t')) == NULL)
+		return 0;
+	*digest_at++ = '\0';
+	stocked = strcmp(stocked_at, "t") == 0;
+	if (strcmp(digest_at, "\\N") != 0)
+		digest = (uint64_t)strtoll(digest_at, NULL, 10);
+	copy_unescape(row);
+	/* A SKU longer than a snapshot may list is not looked for: it is never listed. */
+	if (strlen(row) > FIELD_MAX_NAME) {
+		k->unmapped += stocked;
+		return 0;
+	}
+	h = hash_string(row);
+	check = sku_check(row);
+	if (known_find(k, h, check, &i) == 0)
+		return 0;
+	return known_add(k, h, check, digest, stocked ? KNOWN_STOCKED : 0, &i);
+}
+
+/*
+ * Read the vendor's rows into v->known under the vendor's session lock,
+ * unless another stock-apply holds it or the vendor has more than KNOWN_MAX
+ * rows: then its items are all staged, as they always were.
+ */
+static void
+known_begin(struct conn *c, struct vendor *v)
+{
+	struct known *k = &v->known;
+	struct db_failure f;
+	char *lit, *sql, *row;
+	PGresult *r;
+	int n, over = 0;
+
+	copy_end(c);
+	*k = (struct known){ .map = HASH_MAP };
+	if (!run_bool(c, "taking the vendor's lock", TRY_LOCK_VENDOR_SESSION, 1,
+	    (const char *[]){ v->name })) {
+		debugx("%s: another stock-apply holds it; staging every item", v->name);
+		return;
+	}
+	if ((lit = PQescapeLiteral(c->db, v->name, strlen(v->name))) == NULL)
+		copy_failed(c, "quoting the vendor's name");
+	sql = xasprintf(READ_KNOWN, lit);
+	PQfreemem(lit);
+	r = PQexec(c->db, sql);
+	free(sql);
+	if (PQresultStatus(r) != PGRES_COPY_OUT) {
+		db_result(c->db, &f, "reading the vendor's stock", r);
+		die_uncommitted(&f);
+	}
+	PQclear(r);
+	while ((n = PQgetCopyData(c->db, &row, 0)) > 0) {
+		if (!over && known_read_row(k, row, n) < 0)
+			over = 1;
+		PQfreemem(row);
+	}
+	if (n == -2)
+		copy_failed(c, "reading the vendor's stock");
+	r = PQgetResult(c->db);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		db_result(c->db, &f, "reading the vendor's stock", r);
+		die_uncommitted(&f);
+	}
+	PQclear(r);
+	while ((r = PQgetResult(c->db)) != NULL)
+		PQclear(r);
+	if (over) {
+		debugx("%s: more than %ld rows; staging every item", v->name, KNOWN_MAX);
+		known_free(k);
+		PQclear(run_or_die(c, "releasing the vendor's lock", UNLOCK_VENDOR_SESSION, 1,
+		    (const char *[]){ v->name }));
+		return;
+	}
+	debugx("%s: %zu rows in the table; staging only what changed", v->name, k->len);
+	k->on = 1;
+}
+
+/* Forget v->known and release the vendor's session lock (c is not in a COPY). */
+static void
+known_end(struct conn *c, struct vendor *v)
+{
+	if (!v->known.on)
+		return;
+	known_free(&v->known);
+	PQclear(run_or_die(c, "releasing the vendor's lock", UNLOCK_VENDOR_SESSION, 1,
+	    (const char *[]){ v->name }));
+}
+
+/*
+ * Mark an item's SKU listed in v->known: 1 if the table holds it with this
+ * digest already (nothing to send), else 0. A SKU listed twice is staged
+ * every time after the first, and SQL keeps its last line.
+ */
+static int
+known_unchanged(struct vendor *v, const char *sku, uint64_t digest)
+{
+	struct known *k = &v->known;
+	uint64_t h = hash_string(sku), check = sku_check(sku);
+	size_t i;
+
+	if (known_find(k, h, check, &i) == 0) {
+		if (k->flags[i] & KNOWN_LISTED) {
+			v->seen.unsure = 1;
+			return 0;
+		}
+		k->flags[i] |= KNOWN_LISTED;
+		return k->rows[i].digest == digest;
+	}
+	if (known_add(k, h, check, 0, KNOWN_LISTED, &i) < 0) {
+		k->untracked = 1;
+		v->seen.unsure = 1;
+	}
+	return 0;
 }
 
 /* The session a vendor's lines go to until its snapshot line. */
@@ -431,6 +816,8 @@ vendor_conn(struct vendor *v, const char *first_sku)
 		v->conn = &st.side;
 	}
 	v->conn->open++;
+	if (first_sku != NULL && v->conn->loading != v)
+		known_begin(v->conn, v);
 	return v->conn;
 }
 
@@ -456,42 +843,55 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity, i
 {
 	static const char *const known[] = { "vendor", "sku", "quantity", "fetched_at", "name",
 		"price_cents" };
+	enum { NKNOWN = sizeof known / sizeof known[0] };
 	const char *name = json_string(item, "name");
 	struct conn *c = vendor_conn(v, sku);
 	enum copying into;
+	cJSON *held[NKNOWN];	/* the known fields, detached (sku and name point into them) */
+	size_t nheld = 0;
 	char *extra = NULL;
+	uint64_t digest;
 
+	v->staged++;
 	v->positive += quantity > 0;
-	skuset_add(&v->seen, sku);	/* before the fields (and sku) are detached */
-	/* From a SKU that may repeat on, a load goes through staging (MERGE). */
-	into = c->loading == v && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
-	copy_begin(c, into);
-	put_field(c, v->name, '\t');
-	put_field(c, sku, '\t');
-	put_number(c, quantity, '\t');
-	put_field(c, name, '\t');
-	if (has_price)
-		put_number(c, price, '\t');
-	else
-		put_field(c, NULL, '\t');
-	if (has_other_fields(item, known, sizeof known / sizeof known[0])) {
-		for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-			cJSON_DeleteItemFromObjectCaseSensitive(item, known[i]);
+	if (!v->known.on)
+		skuset_add(&v->seen, sku);
+	if (has_other_fields(item, known, NKNOWN)) {
+		for (size_t i = 0; i < NKNOWN; i++)
+			if ((held[nheld] = cJSON_DetachItemFromObjectCaseSensitive(item, known[i])))
+				nheld++;
 		extra = xalloc_check(cJSON_PrintUnformatted(item));
 	}
-	put_field(c, extra, '\t');
-	free(extra);
-	if (into == INTO_STOCK)
-		put_field(c, v->fetched_at ? v->fetched_at : "-infinity", '\n');
-	else
-		put_number(c, ++st.seq, '\n');
-	v->staged++;
+	digest = item_digest(sku, quantity, name, has_price, price, extra);
+	if (!v->known.on || !known_unchanged(v, sku, digest)) {
+		/* From a SKU that may repeat on, a load goes through staging (MERGE). */
+		into = c->loading == v && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
+		copy_begin(c, into);
+		put_field(c, v->name, '\t');
+		put_field(c, sku, '\t');
+		put_number(c, quantity, '\t');
+		put_field(c, name, '\t');
+		if (has_price)
+			put_number(c, price, '\t');
+		else
+			put_field(c, NULL, '\t');
+		put_field(c, extra, '\t');
+		put_number(c, (long long)digest, '\t');
+		if (into == INTO_STOCK)
+			put_field(c, v->fetched_at ? v->fetched_at : "-infinity", '\n');
+		else
+			put_number(c, ++st.seq, '\n');
+		v->copied++;
+	}
+	cJSON_free(extra);
+	while (nheld > 0)
+		cJSON_Delete(held[--nheld]);
 }
 
 /*
  * With no SKU listed twice, every SKU the snapshot lists with stock is in
- * the table now; if the table has no more such rows, none is unlisted.
- * 1 or 0, or -1 with *f filled in.
+ * the table now; if the table has no more such rows, none is unlisted. With
+ * v->known, its rows tell. 1 or 0, or -1 with *f filled in.
  */
 static int
 nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f)
@@ -499,6 +899,8 @@ nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f
 	PGresult *r;
 	long listed;
 
+	if (v->known.on)
+		return !known_left_out(&v->known);
 	if (v->seen.unsure)
 		return 0;
 	r = db_run(c->db, f, "counting listed stock", COUNT_LISTED, 1, (const char *[]){ v->name });
@@ -514,6 +916,8 @@ nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f
 static void
 clear_staged(struct conn *c, const struct vendor *v)
 {
+	if (v->copied == 0 && v->known.on)
+		return;	/* it staged nothing (a direct load's rows are in vendor_stock) */
 	if (c->open > 1)
 		PQclear(run_or_die(c, "clearing staged lines",
 		    "DELETE FROM staging WHERE vendor = $1", 1, (const char *[]){ v->name }));
@@ -535,6 +939,84 @@ merge_staged(struct conn *c, const struct vendor *v, const char *ts, struct db_f
 }
 
 /*
+ * With v->known: withdraw, by name, the vendor's SKUs with stock that its
+ * snapshot did not list (those `known` did not see listed and, when new SKUs
+ * went untracked, staging lacks). The count withdrawn, or -1 with *f filled in.
+ */
+static long
+withdraw_unlisted(struct conn *c, const struct vendor *v, struct db_failure *f)
+{
+	struct buf names = { 0 };
+	long withdrawn = 0;
+	int rows;
+
+	if (db_command(c->db, f, "looking for unlisted stock", v->known.untracked ?
+	    DECLARE_STOCKED_UNSTAGED : DECLARE_STOCKED, 1, (const char *[]){ v->name }) < 0)
+		return -1;
+	do {
+		PGresult *r = db_run(c->db, f, "looking for unlisted stock",
+		    "FETCH " WITHDRAW_BATCH " FROM stocked", 0, NULL);
+		int n = 0;
+
+		if (r == NULL)
+			goto failed;
+		rows = PQntuples(r);
+		db_array_begin(&names);
+		for (int i = 0; i < rows; i++)
+			if (!known_listed(&v->known, PQgetvalue(r, i, 0))) {
+				db_array_text(&names, PQgetvalue(r, i, 0));
+				n++;
+			}
+		PQclear(r);
+		if (n == 0)
+			continue;
+		r = db_run(c->db, f, "withdrawing unlisted stock", WITHDRAW_NAMED, 2,
+		    (const char *[]){ v->name, db_array_end(&names) });
+		if (r == NULL)
+			goto failed;
+		withdrawn += atol(PQcmdTuples(r));
+		PQclear(r);
+	} while (rows > 0);
+	buf_free(&names);
+	if (db_command(c->db, f, "looking for unlisted stock", "CLOSE stocked", 0, NULL) < 0)
+		return -1;
+	return withdrawn;
+failed:
+	buf_free(&names);
+	return -1;
+}
+
+/*
+ * With v->known: settle the orders of SKUs the snapshot listed, those
+ * `known` saw listed named, the staged ones from staging. 0, or -1 with *f
+ * filled in.
+ */
+static int
+settle_listed(struct conn *c, const struct vendor *v, const char *ts, struct db_failure *f)
+{
+	struct buf names = { 0 };
+	PGresult *r = db_run(c->db, f, "settling fulfilled orders", UNSETTLED, 2,
+	    (const char *[]){ v->name, ts });
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return 0;
+	}
+	db_array_begin(&names);
+	for (int i = 0; i < PQntuples(r); i++)
+		if (known_listed(&v->known, PQgetvalue(r, i, 0)))
+			db_array_text(&names, PQgetvalue(r, i, 0));
+	PQclear(r);
+	rc = db_command(c->db, f, "settling fulfilled orders", SETTLE_NAMED, 3,
+	    (const char *[]){ v->name, ts, db_array_end(&names) });
+	buf_free(&names);
+	return rc < 0 ? -1 : 0;
+}
+
+/*
  * One try at a known vendor's snapshot transaction from its staged rows:
  * lock, merge, withdraw what a complete snapshot no longer lists, settle the
  * orders it accounts for, commit. The count withdrawn, or -1 with *f filled
@@ -550,22 +1032,28 @@ apply_staged_once(struct conn *c, const struct vendor *v, int complete, const ch
 	if (db_command(c->db, f, "beginning the snapshot transaction", "BEGIN", 0, NULL) < 0 ||
 	    db_command(c->db, f, "taking the vendor's lock", LOCK_VENDOR, 1,
 	    (const char *[]){ v->name }) < 0 ||
-	    merge_staged(c, v, ts, f) < 0)
+	    (v->copied > 0 && merge_staged(c, v, ts, f) < 0))
 		return -1;
 	if (complete && (none = nothing_to_withdraw(c, v, f)) <= 0) {
 		PGresult *r;
 
 		if (none < 0)
 			return -1;
-		r = db_run(c->db, f, "withdrawing unlisted stock", WITHDRAW, 1,
-		    (const char *[]){ v->name });
-		if (r == NULL)
-			return -1;
-		withdrawn = atol(PQcmdTuples(r));
-		PQclear(r);
+		if (v->known.on) {
+			if ((withdrawn = withdraw_unlisted(c, v, f)) < 0)
+				return -1;
+		} else {
+			r = db_run(c->db, f, "withdrawing unlisted stock", WITHDRAW, 1,
+			    (const char *[]){ v->name });
+			if (r == NULL)
+				return -1;
+			withdrawn = atol(PQcmdTuples(r));
+			PQclear(r);
+		}
 	}
-	if (db_command(c->db, f, "settling fulfilled orders", SETTLE, 2,
-	    (const char *[]){ v->name, ts }) < 0 ||
+	if ((v->known.on ? settle_listed(c, v, ts, f) :
+	    db_command(c->db, f, "settling fulfilled orders", SETTLE, 2,
+	    (const char *[]){ v->name, ts })) < 0 ||
 	    db_command(c->db, f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
 		return -1;
 	return withdrawn;
@@ -604,9 +1092,11 @@ vendor_reset(struct vendor *v, struct conn *c)
 	if (c->loading == v)
 		c->loading = NULL;
 	c->open--;
+	known_end(c, v);
 	v->conn = NULL;
 	v->staged = 0;
 	v->positive = 0;
+	v->copied = 0;
 	v->tainted = 0;
 	v->first_line = v->last_line = 0;
 	free(v->failure);
@@ -653,6 +1143,9 @@ apply_vendor(struct vendor *v, int complete, long announced)
 		return;
 	}
 	direct = c->loading == v;	/* its lines went straight into vendor_stock */
+	if (v->known.on)
+		debugx("%s: %ld of %ld items sent to the database, the others unchanged", v->name,
+		    v->copied, v->staged);
 	if (complete && v->tainted) {
 		warning("%s: snapshot had invalid lines; applied what was valid, withdrew nothing", v->name);
 		complete = 0;
@@ -872,6 +1365,7 @@ main(int argc, char **argv)
 		free(st.v[i]->fetched_at);
 		free(st.v[i]->failure);
 		skuset_free(&st.v[i]->seen);
+		known_free(&st.v[i]->known);
 		free(st.v[i]);
 	}
 	free(st.v);
