@@ -95,7 +95,13 @@ struct known {
 	size_t len, cap;
 };
 
-enum copying { NOT_COPYING, INTO_STAGING, INTO_STOCK };
+/*
+ * A direct load goes in COPY's binary format: PostgreSQL then parses no
+ * fetched_at per row (timestamptz input was a sixth of the load's server
+ * time), no number and no escape. A fetched_at in another form than
+ * vendor-fetch's (UTC, at most microseconds) is loaded as text instead.
+ */
+enum copying { NOT_COPYING, INTO_STAGING, INTO_STOCK, INTO_STOCK_TEXT };
 
 /* A database session, its staging table and the COPY it has open. */
 struct conn {
@@ -111,6 +117,8 @@ struct vendor {
 	char *name;
 	struct conn *conn;	/* where its lines go; NULL between snapshots */
 	char *fetched_at;	/* from the vendor's lines; NULL if none carried one */
+	int fetched_binary;	/* fetched_us holds it for a binary COPY */
+	int64_t fetched_us;	/* microseconds since 2000-01-01 UTC (binary timestamptz) */
 	long staged;		/* item lines staged since its last snapshot */
 	int tainted;		/* an invalid line may have been one of its items */
 	long first_line, last_line;	/* its lines since its last snapshot (0: none) */
@@ -158,6 +166,8 @@ static const char *CREATE_STAGING =
 static const char *COPY_INTO[] = {
 	[INTO_STAGING] = "COPY staging FROM STDIN",
 	[INTO_STOCK] = "COPY vendor_stock (vendor, sku, quantity, name, price_cents, extra, digest,"
+	    " fetched_at) FROM STDIN (FORMAT binary)",
+	[INTO_STOCK_TEXT] = "COPY vendor_stock (vendor, sku, quantity, name, price_cents, extra, digest,"
 	    " fetched_at) FROM STDIN",
 };
 
@@ -481,13 +491,54 @@ vendor_get(const char *name)
 	return st.v[st.nv++] = nv;
 }
 
+/*
+ * A timestamp of vendor-fetch's form, YYYY-MM-DDTHH:MM:SS[.ffffff]Z (already
+ * valid: validate_timestamp), as PostgreSQL's binary timestamptz: 0 with the
+ * microseconds since 2000-01-01 UTC in *us, or -1 for any other form.
+ */
+static int
+binary_timestamp(const char *s, int64_t *us)
+{
+	int y, mo, d, h, mi, sec, n = 0, len = 0;
+	long frac = 0;
+	int64_t days;
+
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &len) != 6 ||
+	    len != 19 || sec > 59)
+		return -1;
+	s += len;
+	if (*s == '.')
+		while (*++s >= '0' && *s <= '9' && n < 7)
+			frac = frac * 10 + (*s - '0'), n++;
+	if (n > 6 || strcmp(s, "Z") != 0)
+		return -1;
+	while (n++ < 6)
+		frac *= 10;
+	/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+	y -= mo <= 2;
+	{
+		int64_t era = (y >= 0 ? y : y - 399) / 400, yoe = y - era * 400;
+		int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+
+		days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+	}
+	days -= 10957;	/* 1970-01-01 to 2000-01-01 */
+	*us = ((days * 24 + h) * 60 + mi) * 60 * INT64_C(1000000) + sec * INT64_C(1000000) + frac;
+	return 0;
+}
+
 static void
 set_fetched_at(struct vendor *v, const char *ts)
 {
+	if (v->fetched_at == NULL && ts == NULL && !v->fetched_binary) {
+		v->fetched_binary = 1;	/* -infinity */
+		v->fetched_us = INT64_MIN;
+	}
 	if (ts == NULL || (v->fetched_at != NULL && strcmp(v->fetched_at, ts) == 0))
 		return;
 	free(v->fetched_at);
 	v->fetched_at = xstrdup(ts);
+	v->fetched_binary = binary_timestamp(ts, &v->fetched_us) == 0;
 }
 
 /*
@@ -531,6 +582,20 @@ copy_send(struct conn *c)
 	c->len = 0;
 }
 
+static void
+put(struct conn *c, const char *s, size_t n)
+{
+	if (c->len + n > COPY_CHUNK)
+		copy_send(c);
+	if (n > COPY_CHUNK) {
+		if (PQputCopyData(c->db, s, (int)n) != 1)
+			copy_failed(c, "streaming stock lines (COPY)");
+		return;
+	}
+	memcpy(c->buf + c->len, s, n);
+	c->len += n;
+}
+
 /*
  * The database refused a statement on c (not a lost connection: that exits
  * 69): roll back what c had open, and fail every vendor whose lines went to
@@ -563,12 +628,14 @@ copy_end(struct conn *c)
 
 	if (c->copying == NOT_COPYING)
 		return;
+	if (c->copying == INTO_STOCK)
+		put(c, "\377\377", 2);	/* the binary format's trailer: a field count of -1 */
 	copy_send(c);
 	if (PQputCopyEnd(c->db, NULL) != 1)
 		copy_failed(c, "ending COPY");
 	r = PQgetResult(c->db);
 	if (!(ok = PQresultStatus(r) == PGRES_COMMAND_OK))
-		db_result(c->db, &f, c->copying == INTO_STOCK ? "loading stock lines" :
+		db_result(c->db, &f, c->copying != INTO_STAGING ? "loading stock lines" :
 		    "staging stock lines", r);
 	else
 		PQclear(r);
@@ -588,20 +655,9 @@ copy_begin(struct conn *c, enum copying into)
 	copy_end(c);
 	PQclear(run_or_die(c, "starting COPY", COPY_INTO[into], 0, NULL));
 	c->copying = into;
-}
-
-static void
-put(struct conn *c, const char *s, size_t n)
-{
-	if (c->len + n > COPY_CHUNK)
-		copy_send(c);
-	if (n > COPY_CHUNK) {
-		if (PQputCopyData(c->db, s, (int)n) != 1)
-			copy_failed(c, "streaming stock lines (COPY)");
-		return;
-	}
-	memcpy(c->buf + c->len, s, n);
-	c->len += n;
+	/* The binary format's header: signature, flags, no extension. */
+	if (into == INTO_STOCK)
+		put(c, "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19);
 }
 
 /* One COPY text-format field: backslash, tab, newline and CR are escaped. */
@@ -646,6 +702,57 @@ put_number(struct conn *c, long long n, char sep)
 	if (n < 0)
 		*--p = '-';
 	put(c, p, (size_t)(num + sizeof num - p));
+}
+
+/* Binary COPY: a field's length (-1: NULL), then its bytes. */
+static void
+put_be32(struct conn *c, int32_t n)
+{
+	unsigned char b[4] = { (unsigned char)((uint32_t)n >> 24), (unsigned char)((uint32_t)n >> 16),
+		(unsigned char)((uint32_t)n >> 8), (unsigned char)n };
+
+	put(c, (const char *)b, 4);
+}
+
+static void
+put_bin_text(struct conn *c, const char *s)
+{
+	size_t n;
+
+	if (s == NULL) {
+		put_be32(c, -1);
+		return;
+	}
+	n = strlen(s);
+	put_be32(c, (int32_t)n);
+	put(c, s, n);
+}
+
+static void
+put_bin_int8(struct conn *c, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+	unsigned char b[12] = { 0, 0, 0, 8 };
+
+	for (int i = 0; i < 8; i++)
+		b[4 + i] = (unsigned char)(u >> (56 - 8 * i));
+	put(c, (const char *)b, sizeof b);
+}
+
+/* jsonb's binary form: a version byte (1), then the text. */
+static void
+put_bin_jsonb(struct conn *c, const char *s)
+{
+	size_t n;
+
+	if (s == NULL) {
+		put_be32(c, -1);
+		return;
+	}
+	n = strlen(s);
+	put_be32(c, (int32_t)(n + 1));
+	put(c, "\1", 1);
+	put(c, s, n);
 }
 
 static void
@@ -936,9 +1043,24 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity, i
 		cJSON_Delete(others);
 	}
 	digest = item_digest(sku, quantity, name, has_price, price, extra);
-	if (!v->known.on || !known_unchanged(v, sku, digest)) {
+	if (c->loading == v && !v->seen.unsure && v->fetched_binary) {
+		copy_begin(c, INTO_STOCK);
+		put(c, "\0\10", 2);	/* 8 fields */
+		put_bin_text(c, v->name);
+		put_bin_text(c, sku);
+		put_bin_int8(c, quantity);
+		put_bin_text(c, name);
+		if (has_price)
+			put_bin_int8(c, price);
+		else
+			put_be32(c, -1);
+		put_bin_jsonb(c, extra);
+		put_bin_int8(c, (int64_t)digest);
+		put_bin_int8(c, v->fetched_us);
+		v->copied++;
+	} else if (!v->known.on || !known_unchanged(v, sku, digest)) {
 		/* From a SKU that may repeat on, a load goes through staging (MERGE). */
-		into = c->loading == v && !v->seen.unsure ? INTO_STOCK : INTO_STAGING;
+		into = c->loading == v && !v->seen.unsure ? INTO_STOCK_TEXT : INTO_STAGING;
 		copy_begin(c, into);
 		put_field(c, v->name, '\t');
 		put_field(c, sku, '\t');
@@ -950,7 +1072,7 @@ stage_item(struct vendor *v, cJSON *item, const char *sku, long long quantity, i
 			put_field(c, NULL, '\t');
 		put_field(c, extra, '\t');
 		put_number(c, (long long)digest, '\t');
-		if (into == INTO_STOCK)
+		if (into == INTO_STOCK_TEXT)
 			put_field(c, v->fetched_at ? v->fetched_at : "-infinity", '\n');
 		else
 			put_number(c, ++st.seq, '\n');

@@ -97,6 +97,28 @@ test_expect_success 'an unchanged item still settles the successes fulfilled bef
 	expect_eq "t f" "$(sql "SELECT settled FROM orders WHERE vendor = '"'s1'"' ORDER BY sku" | xargs)"
 '
 
+test_expect_success 'a first load (binary COPY) stores what text would, and re-syncs as unchanged' '
+	{ item b1 A 5 2026-05-06T07:08:09.123456Z ",\"name\":\"Wid\\tget\",\"price_cents\":-1999,\"colour\":\"red\"";
+	  item b1 B 0 2024-02-29T23:59:59.999999Z; item b1 C 2 1999-12-31T23:59:59Z;
+	  snap b1 3 1999-12-31T23:59:59Z; } >b1 &&
+	{ item b2 A 1 2026-05-06T09:08:09.5+02:00; snap b2 1 2026-05-06T09:08:09.5+02:00; } >b2 &&
+	printf "{\"vendor\":\"b3\",\"sku\":\"A\",\"quantity\":4}\n{\"vendor\":\"b3\",\"snapshot\":\"complete\",\"items\":1}\n" >b3 &&
+	cat b1 b2 b3 | stock-apply >out 2>err &&
+	expect_grep "b1: new to the table" err && expect_grep "b3: new to the table" err &&
+	sql "SELECT vendor, sku, quantity, name, price_cents, extra, fetched_at AT TIME ZONE '"'UTC'"'
+	     FROM vendor_stock WHERE vendor LIKE '"'b_'"' ORDER BY vendor, sku" >got &&
+	cat >want <<-\EOF &&
+	b1|A|5|Wid	get|-1999|{"colour": "red"}|2026-05-06 07:08:09.123456
+	b1|B|0||||2024-02-29 23:59:59.999999
+	b1|C|2||||1999-12-31 23:59:59
+	b2|A|1||||2026-05-06 07:08:09.5
+	b3|A|4||||-infinity
+	EOF
+	test_cmp want got &&
+	cat b1 b2 b3 | stock-apply >out 2>err &&
+	expect_eq "0 of 3" "$(sent b1)" && expect_eq "0 of 1" "$(sent b2)" && expect_eq "0 of 1" "$(sent b3)"
+'
+
 advisory_locks() { sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' ${1:+AND granted = $1}"; }
 # hold_vendor VENDOR: another session holds the vendor's stock-apply lock until release
 hold_vendor() {
