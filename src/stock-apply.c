@@ -86,7 +86,8 @@ struct known_row {
 enum { KNOWN_LISTED = 1, KNOWN_STOCKED = 2 };
 
 struct known {
-	int on;			/* loaded: items are compared here, the lock is held */
+	int on;			/* loaded: items are compared here */
+	int locked;		/* the vendor's session lock is held */
 	int untracked;		/* new SKUs past KNOWN_MAX were staged without an entry */
 	long unmapped;		/* rows with stock whose SKU no snapshot can list (too long) */
 	struct hash map;	/* hash_string(sku) -> index in rows */
@@ -127,6 +128,12 @@ struct vendor {
 	long copied;		/* items sent to the database (the rest were unchanged) */
 	struct skuset seen;	/* to know the snapshot has no SKU twice (without `known`) */
 	struct known known;
+	/* Its snapshot's transaction, decided at its closing line: */
+	int complete;		/* withdraw what it does not list */
+	char ts[64];		/* its fetched_at, or -infinity */
+	int by_name;		/* `known` was loaded: withdraw and settle by name */
+	int left_out;		/* by_name: rows with stock were left out (`known` is kept for them) */
+	char *settle;		/* by_name: the SKUs with orders to settle (array literal), or NULL */
 };
 
 static struct {
@@ -138,6 +145,13 @@ static struct {
 	long applied_vendors;
 	int bad_lines;
 	int refused;		/* the database refused some vendor's snapshot */
+	/*
+	 * The vendor whose MERGE runs on its connection while the next vendor's
+	 * lines are read and staged on the other; its transaction is finished
+	 * (finish_pending) before anything else uses that connection and
+	 * before any other snapshot is applied, so summaries keep their order.
+	 */
+	struct vendor *pending;
 } st;
 
 static const char *CREATE_STAGING =
@@ -927,18 +941,19 @@ known_begin(struct conn *c, struct vendor *v)
 		return;
 	}
 	debugx("%s: %zu rows in the table; staging only what changed", v->name, k->len);
-	k->on = 1;
+	k->on = k->locked = 1;
 }
 
 /* Forget v->known and release the vendor's session lock (c is not in a COPY). */
 static void
 known_end(struct conn *c, struct vendor *v)
 {
-	if (!v->known.on)
-		return;
+	int locked = v->known.locked;
+
 	known_free(&v->known);
-	PQclear(run_or_die(c, "releasing the vendor's lock", UNLOCK_VENDOR_SESSION, 1,
-	    (const char *[]){ v->name }));
+	if (locked)
+		PQclear(run_or_die(c, "releasing the vendor's lock", UNLOCK_VENDOR_SESSION, 1,
+		    (const char *[]){ v->name }));
 }
 
 /*
@@ -968,19 +983,25 @@ known_unchanged(struct vendor *v, const char *sku, uint64_t digest)
 	return 0;
 }
 
+static void finish_pending(void);
+
 /* The session a vendor's lines go to until its snapshot line. */
 static struct conn *
 vendor_conn(struct vendor *v, const char *first_sku)
 {
+	if (v->conn != NULL && st.pending != NULL && v->conn == st.pending->conn)
+		finish_pending();	/* (which may have been v's own snapshot) */
 	if (v->conn != NULL)
 		return v->conn;
-	if (st.main.loading == NULL) {
+	if (st.main.loading == NULL && (st.pending == NULL || st.pending->conn != &st.main)) {
 		v->conn = &st.main;
 		if (st.main.open == 0 && first_sku != NULL)
 			load_begin(&st.main, v, first_sku);
 	} else {
 		if (st.side.db == NULL)
 			conn_open(&st.side);
+		if (st.pending != NULL && st.pending->conn == &st.side)
+			finish_pending();
 		v->conn = &st.side;
 	}
 	v->conn->open++;
@@ -1092,8 +1113,8 @@ nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f
 	PGresult *r;
 	long listed;
 
-	if (v->known.on)
-		return !known_left_out(&v->known);
+	if (v->by_name)
+		return !v->left_out;
 	if (v->seen.unsure)
 		return 0;
 	r = db_run(c->db, f, "counting listed stock", COUNT_LISTED, 1, (const char *[]){ v->name });
@@ -1109,13 +1130,20 @@ nothing_to_withdraw(struct conn *c, const struct vendor *v, struct db_failure *f
 static void
 clear_staged(struct conn *c, const struct vendor *v)
 {
-	if (v->copied == 0 && v->known.on)
-		return;	/* it staged nothing (a direct load's rows are in vendor_stock) */
+	if (v->copied == 0 && v->by_name)
+		return;	/* it staged nothing */
 	if (c->open > 1)
 		PQclear(run_or_die(c, "clearing staged lines",
 		    "DELETE FROM staging WHERE vendor = $1", 1, (const char *[]){ v->name }));
 	else
 		PQclear(run_or_die(c, "clearing staged lines", "TRUNCATE staging", 0, NULL));
+}
+
+/* The MERGE of a vendor's staged rows: a SKU listed twice is deduplicated first. */
+static const char *
+merge_sql(const struct vendor *v)
+{
+	return v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE;
 }
 
 /*
@@ -1127,8 +1155,8 @@ merge_staged(struct conn *c, const struct vendor *v, const char *ts, struct db_f
 {
 	if (db_command(c->db, f, "analyzing staged lines", "ANALYZE staging", 0, NULL) < 0)
 		return -1;
-	return db_command(c->db, f, "merging stock", v->seen.unsure ? MERGE_DEDUP : MERGE_UNIQUE,
-	    2, (const char *[]){ v->name, ts });
+	return db_command(c->db, f, "merging stock", merge_sql(v), 2,
+	    (const char *[]){ v->name, ts });
 }
 
 /*
@@ -1180,59 +1208,51 @@ failed:
 }
 
 /*
- * With v->known: settle the orders of SKUs the snapshot listed, those
- * `known` saw listed named, the staged ones from staging. 0, or -1 with *f
- * filled in.
+ * With v->known: the SKUs of the orders this snapshot may settle that it
+ * listed, into v->settle (NULL when no order waits). Asked before the
+ * snapshot's transaction, while v->known is still held: an order fulfilled
+ * meanwhile is settled by the next snapshot (held too long, never too
+ * short). 0, or -1 with *f filled in.
  */
 static int
-settle_listed(struct conn *c, const struct vendor *v, const char *ts, struct db_failure *f)
+settle_names(struct conn *c, struct vendor *v, struct db_failure *f)
 {
 	struct buf names = { 0 };
-	PGresult *r = db_run(c->db, f, "settling fulfilled orders", UNSETTLED, 2,
-	    (const char *[]){ v->name, ts });
-	int rc;
+	PGresult *r = db_run(c->db, f, "looking for orders to settle", UNSETTLED, 2,
+	    (const char *[]){ v->name, v->ts });
 
 	if (r == NULL)
 		return -1;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return 0;
+	if (PQntuples(r) > 0) {
+		db_array_begin(&names);
+		for (int i = 0; i < PQntuples(r); i++)
+			if (known_listed(&v->known, PQgetvalue(r, i, 0)))
+				db_array_text(&names, PQgetvalue(r, i, 0));
+		v->settle = xstrdup(db_array_end(&names));
+		buf_free(&names);
 	}
-	db_array_begin(&names);
-	for (int i = 0; i < PQntuples(r); i++)
-		if (known_listed(&v->known, PQgetvalue(r, i, 0)))
-			db_array_text(&names, PQgetvalue(r, i, 0));
 	PQclear(r);
-	rc = db_command(c->db, f, "settling fulfilled orders", SETTLE_NAMED, 3,
-	    (const char *[]){ v->name, ts, db_array_end(&names) });
-	buf_free(&names);
-	return rc < 0 ? -1 : 0;
+	return 0;
 }
 
 /*
- * One try at a known vendor's snapshot transaction from its staged rows:
- * lock, merge, withdraw what a complete snapshot no longer lists, settle the
- * orders it accounts for, commit. The count withdrawn, or -1 with *f filled
- * in (the transaction then needs a ROLLBACK).
+ * The rest of a snapshot's transaction once its rows are merged: withdraw
+ * what a complete snapshot no longer lists, settle the orders it accounts
+ * for, commit. The count withdrawn, or -1 with *f filled in (the
+ * transaction then needs a ROLLBACK).
  */
 static long
-apply_staged_once(struct conn *c, const struct vendor *v, int complete, const char *ts,
-    struct db_failure *f)
+apply_rest(struct conn *c, const struct vendor *v, struct db_failure *f)
 {
 	long withdrawn = 0;
 	int none;
 
-	if (db_command(c->db, f, "beginning the snapshot transaction", "BEGIN", 0, NULL) < 0 ||
-	    db_command(c->db, f, "taking the vendor's lock", LOCK_VENDOR, 1,
-	    (const char *[]){ v->name }) < 0 ||
-	    (v->copied > 0 && merge_staged(c, v, ts, f) < 0))
-		return -1;
-	if (complete && (none = nothing_to_withdraw(c, v, f)) <= 0) {
+	if (v->complete && (none = nothing_to_withdraw(c, v, f)) <= 0) {
 		PGresult *r;
 
 		if (none < 0)
 			return -1;
-		if (v->known.on) {
+		if (v->by_name) {
 			if ((withdrawn = withdraw_unlisted(c, v, f)) < 0)
 				return -1;
 		} else {
@@ -1244,12 +1264,48 @@ apply_staged_once(struct conn *c, const struct vendor *v, int complete, const ch
 			PQclear(r);
 		}
 	}
-	if ((v->known.on ? settle_listed(c, v, ts, f) :
-	    db_command(c->db, f, "settling fulfilled orders", SETTLE, 2,
-	    (const char *[]){ v->name, ts })) < 0 ||
-	    db_command(c->db, f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
+	if (v->by_name) {
+		if (v->settle != NULL && db_command(c->db, f, "settling fulfilled orders",
+		    SETTLE_NAMED, 3, (const char *[]){ v->name, v->ts, v->settle }) < 0)
+			return -1;
+	} else if (db_command(c->db, f, "settling fulfilled orders", SETTLE, 2,
+	    (const char *[]){ v->name, v->ts }) < 0) {
+		return -1;
+	}
+	if (db_command(c->db, f, "committing the snapshot", "COMMIT", 0, NULL) < 0)
 		return -1;
 	return withdrawn;
+}
+
+/*
+ * One try at a known vendor's snapshot transaction from its staged rows:
+ * lock, merge, then apply_rest. With `behind`, the MERGE is only sent, and
+ * 0 returned: finish_pending takes its result and does the rest. The count
+ * withdrawn, or -1 with *f filled in (the transaction then needs a ROLLBACK).
+ */
+static long
+apply_staged_once(struct conn *c, const struct vendor *v, int behind, struct db_failure *f)
+{
+	if (db_command(c->db, f, "beginning the snapshot transaction", "BEGIN", 0, NULL) < 0 ||
+	    db_command(c->db, f, "taking the vendor's lock", LOCK_VENDOR, 1,
+	    (const char *[]){ v->name }) < 0)
+		return -1;
+	if (v->copied > 0) {
+		if (!behind) {
+			if (merge_staged(c, v, v->ts, f) < 0)
+				return -1;
+		} else if (db_command(c->db, f, "analyzing staged lines", "ANALYZE staging", 0,
+		    NULL) < 0) {
+			return -1;
+		} else if (!PQsendQueryParams(c->db, merge_sql(v), 2, NULL,
+		    (const char *[]){ v->name, v->ts }, NULL, NULL, 0)) {
+			db_result(c->db, f, "merging stock", NULL);
+			return -1;
+		} else {
+			return 0;
+		}
+	}
+	return apply_rest(c, v, f);
 }
 
 /*
@@ -1259,14 +1315,12 @@ apply_staged_once(struct conn *c, const struct vendor *v, int complete, const ch
  * *f filled in when the database refused it; exits when the connection is lost.
  */
 static long
-apply_staged(struct conn *c, const struct vendor *v, int complete, const char *ts,
-    struct db_failure *f)
+apply_staged(struct conn *c, const struct vendor *v, int attempt, struct db_failure *f)
 {
 	struct backoff b = BACKOFF_DB_RETRY;
 	long withdrawn;
 
-	for (int attempt = 1; (withdrawn = apply_staged_once(c, v, complete, ts, f)) < 0;
-	    attempt++) {
+	for (; (withdrawn = apply_staged_once(c, v, 0, f)) < 0; attempt++) {
 		if (f->lost)
 			die_uncommitted(f);
 		PQclear(PQexec(c->db, "ROLLBACK"));
@@ -1295,6 +1349,9 @@ vendor_reset(struct vendor *v, struct conn *c)
 	free(v->failure);
 	v->failure = NULL;
 	skuset_free(&v->seen);
+	v->complete = v->by_name = v->left_out = 0;
+	free(v->settle);
+	v->settle = NULL;
 }
 
 /* The database refused the vendor's snapshot: say so with its lines, and go on. */
@@ -1313,23 +1370,102 @@ vendor_refused(struct vendor *v, struct conn *c)
 	vendor_reset(v, c);
 }
 
+/* A snapshot committed: count it, summarise it, and forget it. */
+static void
+vendor_applied(struct vendor *v, struct conn *c, long withdrawn, int direct)
+{
+	cJSON *out;
+
+	st.applied_vendors++;
+	out = xalloc_check(cJSON_CreateObject());
+	cJSON_AddStringToObject(out, "vendor", v->name);
+	json_add_int(out, "applied", v->staged);
+	json_add_int(out, "withdrawn", withdrawn);
+	cJSON_AddStringToObject(out, "snapshot", v->complete ? "complete" : "partial");
+	if (jsonl_write(stdout, out) < 0)
+		out_flush("the snapshot was committed");
+	cJSON_Delete(out);
+	out_flush("every snapshot summarised so far was committed");
+
+	if (!direct || v->seen.unsure)
+		clear_staged(c, v);
+	vendor_reset(v, c);
+}
+
+/*
+ * The first try, its MERGE left running, failed with *f: roll back and try
+ * again from the staged rows (apply_staged) if it is worth it. The count
+ * withdrawn, or -1 when the database refused the snapshot (then reported,
+ * and its staged rows dropped).
+ */
+static long
+apply_again(struct conn *c, struct vendor *v, struct db_failure *f)
+{
+	struct backoff b = BACKOFF_DB_RETRY;
+	long withdrawn = -1;
+
+	if (f->lost)
+		die_uncommitted(f);
+	PQclear(PQexec(c->db, "ROLLBACK"));
+	if (f->retryable) {
+		debugx("%s: %s; applying the snapshot again", v->name, f->msg);
+		sleep_seconds(backoff_next(&b), NULL);
+		withdrawn = apply_staged(c, v, 2, f);
+	}
+	if (withdrawn < 0) {
+		v->failure = xstrdup(f->msg);
+		vendor_refused(v, c);
+	}
+	return withdrawn;
+}
+
+/* Take the result of the MERGE left running (apply_vendor), and finish its snapshot. */
+static void
+finish_pending(void)
+{
+	struct vendor *v = st.pending;
+	struct conn *c;
+	struct db_failure f;
+	PGresult *r;
+	long withdrawn;
+	int merged;
+
+	if (v == NULL)
+		return;
+	st.pending = NULL;
+	c = v->conn;
+	r = PQgetResult(c->db);
+	if ((merged = PQresultStatus(r) == PGRES_COMMAND_OK))
+		PQclear(r);
+	else
+		db_result(c->db, &f, "merging stock", r);	/* fills f, clears r */
+	while ((r = PQgetResult(c->db)) != NULL)
+		PQclear(r);
+	withdrawn = merged ? apply_rest(c, v, &f) : -1;
+	if (withdrawn < 0 && (withdrawn = apply_again(c, v, &f)) < 0)
+		return;
+	vendor_applied(v, c, withdrawn, 0);
+}
+
 /*
  * Apply a vendor's lines in one transaction; withdraw absent SKUs only when
  * the snapshot is complete and every one of its lines arrived intact. A
  * vendor loaded straight into the table had no rows before: there is nothing
  * to withdraw and no order of it to settle. A snapshot the database refuses
- * is rolled back alone (vendor_refused).
+ * is rolled back alone (vendor_refused). A vendor whose unchanged items
+ * were skipped (v->known) and that left nothing out has its MERGE left
+ * running while the input goes on (st.pending), with its `known` freed.
  */
 static void
 apply_vendor(struct vendor *v, int complete, long announced)
 {
-	struct conn *c = vendor_conn(v, NULL);
+	struct conn *c;
 	int direct;
-	char ts[64];
 	long withdrawn = 0;
 	struct db_failure f;
-	cJSON *out;
 
+	finish_pending();
+	c = vendor_conn(v, NULL);
 	copy_end(c);
 	if (v->failure != NULL) {
 		vendor_refused(v, c);
@@ -1349,35 +1485,49 @@ apply_vendor(struct vendor *v, int complete, long announced)
 		st.bad_lines = 1;
 		complete = 0;
 	}
+	v->complete = complete;
 	/* Without a time of its own the snapshot settles nothing. */
-	snprintf(ts, sizeof ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
+	snprintf(v->ts, sizeof v->ts, "%s", v->fetched_at ? v->fetched_at : "-infinity");
 	if (direct) {
-		if ((v->seen.unsure && merge_staged(c, v, ts, &f) < 0) ||
+		if ((v->seen.unsure && merge_staged(c, v, v->ts, &f) < 0) ||
 		    db_command(c->db, &f, "committing the snapshot", "COMMIT", 0, NULL) < 0) {
 			conn_refused(c, &f);
 			vendor_refused(v, c);
 			return;
 		}
-	} else if ((withdrawn = apply_staged(c, v, complete, ts, &f)) < 0) {
+		vendor_applied(v, c, 0, 1);
+		return;
+	}
+	if (v->known.on) {
+		v->by_name = 1;
+		if (settle_names(c, v, &f) < 0) {
+			if (f.lost)
+				die_uncommitted(&f);
+			v->failure = xstrdup(f.msg);
+			vendor_refused(v, c);
+			return;
+		}
+		v->left_out = complete && known_left_out(&v->known);
+		if (!v->left_out && v->copied > 0) {
+			/* Its lock stays held until its commit; its table is not needed any more. */
+			known_free(&v->known);
+			v->known.locked = 1;
+			if (apply_staged_once(c, v, 1, &f) == 0) {
+				st.pending = v;
+				return;
+			}
+			if ((withdrawn = apply_again(c, v, &f)) < 0)
+				return;
+			vendor_applied(v, c, withdrawn, 0);
+			return;
+		}
+	}
+	if ((withdrawn = apply_staged(c, v, 1, &f)) < 0) {
 		v->failure = xstrdup(f.msg);
 		vendor_refused(v, c);
 		return;
 	}
-	st.applied_vendors++;
-
-	out = xalloc_check(cJSON_CreateObject());
-	cJSON_AddStringToObject(out, "vendor", v->name);
-	json_add_int(out, "applied", v->staged);
-	json_add_int(out, "withdrawn", withdrawn);
-	cJSON_AddStringToObject(out, "snapshot", complete ? "complete" : "partial");
-	if (jsonl_write(stdout, out) < 0)
-		out_flush("the snapshot was committed");
-	cJSON_Delete(out);
-	out_flush("every snapshot summarised so far was committed");
-
-	if (!direct || v->seen.unsure)
-		clear_staged(c, v);
-	vendor_reset(v, c);
+	vendor_applied(v, c, withdrawn, 0);
 }
 
 /* An invalid line may have belonged to any vendor whose snapshot is open. */
@@ -1524,7 +1674,15 @@ main(int argc, char **argv)
 	in.max_line = max_line;
 	slab_init();
 	cJSON_InitHooks(&slab_hooks);
-	while ((rc = jsonl_next(&in, &obj, &why)) != JSONL_EOF) {
+	for (;;) {
+		/* Nothing to read meanwhile: a MERGE left running is committed now, not later. */
+		if (st.pending != NULL && !jsonl_pending(&in)) {
+			cJSON_InitHooks(NULL);
+			finish_pending();
+			cJSON_InitHooks(&slab_hooks);
+		}
+		if ((rc = jsonl_next(&in, &obj, &why)) == JSONL_EOF)
+			break;
 		cJSON_InitHooks(NULL);
 		if (rc == JSONL_BAD) {
 			bad_line(in.lineno, NULL, why);
@@ -1540,6 +1698,7 @@ main(int argc, char **argv)
 		cJSON_Delete(obj);
 	}
 	cJSON_InitHooks(NULL);
+	finish_pending();
 	if (ferror(stdin))
 		die(EXIT_OUTPUT, "reading standard input failed; %ld snapshot(s) committed",
 		    st.applied_vendors);
@@ -1557,6 +1716,7 @@ main(int argc, char **argv)
 		st.bad_lines = 1;
 		apply_vendor(st.v[i], 0, 0);
 	}
+	finish_pending();
 
 	jsonl_close(&in);
 	for (size_t i = 0; i < st.nv; i++) {
