@@ -10,6 +10,7 @@
 #include "lib/db.h"
 #include "lib/hash.h"
 #include "lib/jsonl.h"
+#include "lib/jsonslab.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/policy.h"
@@ -288,66 +289,6 @@ skuset_add(struct skuset *set, const char *sku)
 	/* The same hash is taken for the same SKU: SQL then tells them apart. */
 	if (hash_add(&set->hashes, hash_string(sku), NULL, NULL, 0, NULL) != 0)
 		set->unsure = 1;
-}
-
-/*
- * cJSON's allocations for input lines: the nodes and short strings of a
- * parsed line (a line holds a dozen or so at a time) come from a free list
- * of small blocks in one fixed arena instead of malloc, which with free took
- * a fifth of the time per line. These hooks are installed only while an
- * input line is parsed and while it is deleted (cJSON's hooks are global),
- * so whatever else cJSON allocates, such as printed output that is freed
- * with free(), is malloc's.
- */
-#define SLAB_BLOCK 64		/* sizeof (cJSON) on LP64, and most keys and values */
-#define SLAB_BLOCKS 4096
-
-union slab_block {
-	union slab_block *next;
-	max_align_t align;
-	char bytes[SLAB_BLOCK];
-};
-
-static struct {
-	union slab_block *base, *free;
-} slab;
-
-static void *
-slab_alloc(size_t n)
-{
-	union slab_block *b = slab.free;
-
-	if (n > SLAB_BLOCK || b == NULL)
-		return xmalloc(n);
-	slab.free = b->next;
-	return b;
-}
-
-static void
-slab_free(void *p)
-{
-	uintptr_t a = (uintptr_t)p, base = (uintptr_t)slab.base;
-
-	if (a >= base && a < base + sizeof *slab.base * SLAB_BLOCKS) {
-		union slab_block *b = p;
-
-		b->next = slab.free;
-		slab.free = b;
-	} else {
-		free(p);
-	}
-}
-
-static cJSON_Hooks slab_hooks = { slab_alloc, slab_free };
-
-static void
-slab_init(void)
-{
-	slab.base = xmalloc(sizeof *slab.base * SLAB_BLOCKS);
-	for (size_t i = 0; i < SLAB_BLOCKS; i++) {
-		slab.base[i].next = slab.free;
-		slab.free = &slab.base[i];
-	}
 }
 
 /* A finaliser (MurmurHash3's): every bit of h reaches every bit of the result. */
@@ -1672,21 +1613,20 @@ main(int argc, char **argv)
 
 	jsonl_open(&in, stdin);
 	in.max_line = max_line;
-	slab_init();
-	cJSON_InitHooks(&slab_hooks);
+	jsonslab_on();	/* while input lines are parsed and deleted */
 	for (;;) {
 		/* Nothing to read meanwhile: a MERGE left running is committed now, not later. */
 		if (st.pending != NULL && !jsonl_pending(&in)) {
-			cJSON_InitHooks(NULL);
+			jsonslab_off();
 			finish_pending();
-			cJSON_InitHooks(&slab_hooks);
+			jsonslab_on();
 		}
 		if ((rc = jsonl_next(&in, &obj, &why)) == JSONL_EOF)
 			break;
-		cJSON_InitHooks(NULL);
+		jsonslab_off();
 		if (rc == JSONL_BAD) {
 			bad_line(in.lineno, NULL, why);
-			cJSON_InitHooks(&slab_hooks);
+			jsonslab_on();
 			continue;
 		}
 		/* Bytes PostgreSQL would refuse, or a \u0000 that cJSON cut a string at. */
@@ -1694,10 +1634,10 @@ main(int argc, char **argv)
 			bad_line(in.lineno, line_vendor(obj), why);
 		else
 			handle_line(in.lineno, obj);
-		cJSON_InitHooks(&slab_hooks);
+		jsonslab_on();
 		cJSON_Delete(obj);
 	}
-	cJSON_InitHooks(NULL);
+	jsonslab_off();
 	finish_pending();
 	if (ferror(stdin))
 		die(EXIT_OUTPUT, "reading standard input failed; %ld snapshot(s) committed",
