@@ -14,6 +14,7 @@
 #include "lib/config.h"
 #include "lib/http.h"
 #include "lib/jsonl.h"
+#include "lib/jsonslab.h"
 #include "lib/log.h"
 #include "lib/num.h"
 #include "lib/policy.h"
@@ -116,7 +117,13 @@ write_block(const struct vendor *v, const cJSON *items)
 static int
 stream_array(struct vendor *v, const char *buf, size_t len)
 {
-	if (stock_write(v->name, &v->started, buf, len, v->why, sizeof v->why) < 0)
+	int rc;
+
+	/* Each item is parsed, written and deleted in there: its nodes come from the slab. */
+	jsonslab_on();
+	rc = stock_write(v->name, &v->started, buf, len, v->why, sizeof v->why);
+	jsonslab_off();
+	if (rc < 0)
 		return -1;
 	block_flush(v);
 	return 0;
