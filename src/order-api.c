@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
+#include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/db.h"
 #include "lib/httpd.h"
@@ -40,8 +41,14 @@
 #define CONNECTION_LIMIT 4096
 /* Orders placed in one transaction at most; the rest wait for the next one. */
 #define BATCH_MAX	1000
-/* How long a new order waits for the broker's confirm before answering "not published". */
+/* How long a publish waits for the broker's confirm before its order is left to order-sweep. */
 #define CONFIRM_WAIT	5.0
+/*
+ * New orders handed to the publisher and not yet taken by it, at most: past
+ * that (a publisher stuck in a broker that stopped reading) they are left
+ * to order-sweep rather than held in memory.
+ */
+#define BACKLOG_MAX	65536
 /* Idle database connections kept for the GET handlers. */
 #define POOL_MAX	64
 #define PAGE_DEFAULT	100
@@ -57,8 +64,8 @@
 
 enum req_state {
 	READING,	/* body still arriving, or answered directly */
-	QUEUED,		/* waiting (suspended) for the placer, then for the publisher */
-	PLACED,		/* committed (and, if new, published or given up): res is final */
+	QUEUED,		/* waiting (suspended) for the placer */
+	PLACED,		/* the placer committed: res is final */
 	UNAVAILABLE	/* the placer could not reach the database */
 };
 
@@ -71,15 +78,12 @@ struct req {
 	struct order_request rq;
 	struct order_result res;
 	char *line;			/* res as an order line */
-	int published;			/* 1 confirmed; 0 not; -1 came back unrouted */
-	double confirm_by;		/* published: when its confirm is given up */
 	int committed_unknown;		/* UNAVAILABLE: the connection broke after COMMIT was sent */
 	const char *unavailable;	/* UNAVAILABLE: what the 503 says */
 	long retry_after;
-	uint64_t seq;			/* confirm sequence number while publishing */
 	int is_order;			/* POST /order: counted and timed when answered */
 	double t0;			/* when its headers arrived */
-	struct req *next;		/* in the placer's queue, then in the publisher's */
+	struct req *next;
 };
 
 static struct {
@@ -103,11 +107,33 @@ static size_t pool_n;
 static double pool_down_until;
 
 /*
- * New orders committed by the placer, waiting for the publisher thread, which
- * is woken through an eventfd only when it sleeps (once a batch at most).
+ * A committed batch's new orders on their way to the broker. Their requests
+ * are answered at COMMIT and may be gone before the confirms come, so the
+ * order lines are copied here. Reused: once there are as many outboxes as
+ * batches in flight, each grown to its batches' size, publishing allocates
+ * nothing.
+ */
+struct outbox {
+	struct outbox *next;
+	struct buf lines;		/* the order lines, one after another */
+	struct outgoing {
+		struct outbox *box;
+		size_t off, len;	/* its line in box->lines */
+		int returned;		/* came back unrouted: not in the queue */
+	} *msg;
+	size_t n, cap;
+	size_t unsettled;		/* publishes whose confirm has not come (nor been given up) */
+	double confirm_by;		/* when those confirms are given up */
+};
+
+/*
+ * Outboxes filled by the placer, waiting for the publisher thread (which is
+ * woken through an eventfd only when it sleeps: once a batch at most), and
+ * empty ones to fill again.
  */
 static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct req *pub_head, *pub_tail;
+static struct outbox *pub_head, *pub_tail, *pub_free;
+static size_t pub_backlog;	/* orders in pub_head's outboxes */
 static int pub_done, pub_sleeping, pub_wake = -1;
 
 /*
@@ -167,6 +193,7 @@ struct placer {
 	double db_answered_at;		/* the last statement that came back */
 	struct backoff db_backoff;
 	unsigned long db_connects;
+	unsigned long behind;		/* batches not handed to a publisher too far behind */
 	struct req *batch[BATCH_MAX];
 	struct order_request rq[BATCH_MAX];
 	struct order_result res[BATCH_MAX];
@@ -192,6 +219,7 @@ struct publisher {
 	double idle_at;			/* when the idle connection was last looked after */
 	/* Reused: publishing allocates nothing once it has grown to the largest backlog. */
 	struct mq_confirms waits;
+	struct outbox *flying, *flying_tail;	/* published, oldest first, some confirms due */
 };
 
 static void
@@ -273,7 +301,8 @@ answer_placed(struct req *r)
 	snprintf(location, sizeof location, "/order/%lld", res->order_id);
 	return httpd_send_json(&r->h, MHD_HTTP_CREATED, r->line, (const char *[]){
 	    MHD_HTTP_HEADER_LOCATION, location,
-	    "X-Order-Published", r->published ? "true" : "false", NULL });
+	    /* Answered at COMMIT: the broker has not confirmed it yet (design.md). */
+	    "X-Order-Published", "false", NULL });
 }
 
 /* --- the placer: one database connection, batches ---------------------------- */
@@ -374,41 +403,82 @@ fail_batch(struct placer *p, struct req **v, size_t n, int unknown, const char *
 	}
 }
 
-/* Give the publisher a batch's new orders (in order); wake it if it sleeps. */
-static void
-hand_over(struct req **v, size_t n)
+/* An empty outbox: a reused one, or a new one when every one is in flight. */
+static struct outbox *
+outbox_take(void)
 {
-	int wake;
+	struct outbox *b;
 
-	if (n == 0)
-		return;
-	for (size_t i = 0; i + 1 < n; i++)
-		v[i]->next = v[i + 1];
-	v[n - 1]->next = NULL;
 	pthread_mutex_lock(&pub_lock);
-	if (pub_tail != NULL)
-		pub_tail->next = v[0];
-	else
-		pub_head = v[0];
-	pub_tail = v[n - 1];
-	wake = pub_sleeping;
-	pub_sleeping = 0;
+	if ((b = pub_free) != NULL)
+		pub_free = b->next;
+	pthread_mutex_unlock(&pub_lock);
+	if (b == NULL)
+		b = xcalloc(1, sizeof *b);
+	b->next = NULL;
+	b->n = 0;
+	buf_reset(&b->lines);
+	return b;
+}
+
+static void
+outbox_add(struct outbox *b, const char *line)
+{
+	size_t len = strlen(line);
+
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 16;
+		b->msg = xreallocarray(b->msg, b->cap, sizeof *b->msg);
+	}
+	b->msg[b->n++] = (struct outgoing){ b, b->lines.len, len, 0 };
+	xbuf_add(&b->lines, line, len);
+}
+
+/* Give the publisher a batch's new orders; wake it if it sleeps. */
+static void
+hand_over(struct placer *p, struct outbox *b)
+{
+	int wake = 0, full;
+
+	pthread_mutex_lock(&pub_lock);
+	if (!(full = pub_backlog + b->n > BACKLOG_MAX)) {
+		if (pub_tail != NULL)
+			pub_tail->next = b;
+		else
+			pub_head = b;
+		pub_tail = b;
+		pub_backlog += b->n;
+		wake = pub_sleeping;
+		pub_sleeping = 0;
+	} else {
+		b->next = pub_free;
+		pub_free = b;
+	}
 	pthread_mutex_unlock(&pub_lock);
 	if (wake)
 		eventfd_write(pub_wake, 1);
+	if (!full) {
+		p->behind = 0;
+		return;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		count(&metrics.unpublished);
+	if (!p->behind++)
+		warning("the publisher is %d orders behind (is the broker reading?); new orders"
+		    " stay pending for order-sweep until it catches up", BACKLOG_MAX);
 }
 
 /*
- * Place a batch in one transaction. Once it is committed, refusals and
- * replays are answered at once and the new orders go to the publisher, which
- * answers each once the broker confirmed it (or did not); the placer goes on
- * with the next batch meanwhile.
+ * Place a batch in one transaction and answer every request once it is
+ * committed. The new orders go to the publisher, which publishes them while
+ * the placer places the next batch: the answers do not wait for the broker
+ * (X-Order-Published: false), and an order whose publish is not confirmed
+ * stays pending for order-sweep.
  */
 static void
 place(struct placer *p, struct req **v, size_t n)
 {
-	struct req *fresh[BATCH_MAX];
-	size_t nfresh = 0;
+	struct outbox *box = NULL;
 	int rc;
 
 	if (placer_db(p) < 0) {
@@ -435,14 +505,17 @@ place(struct placer *p, struct req **v, size_t n)
 		cJSON_Delete(o);
 		v[i]->state = PLACED;
 		if (v[i]->res.error == NULL && !v[i]->res.existing &&
-		    strcmp(v[i]->res.status, "pending") == 0)
-			fresh[nfresh++] = v[i];
-		else
-			/* After resuming, a request belongs to its handler thread again: hands off. */
-			MHD_resume_connection(v[i]->h.c);
+		    strcmp(v[i]->res.status, "pending") == 0) {
+			if (box == NULL)
+				box = outbox_take();
+			outbox_add(box, v[i]->line);
+		}
+		/* After resuming, a request belongs to its handler thread again: hands off. */
+		MHD_resume_connection(v[i]->h.c);
 	}
-	debugx("placed a batch of %zu requests, %zu new orders", n, nfresh);
-	hand_over(fresh, nfresh);
+	debugx("placed a batch of %zu requests, %zu new orders", n, box != NULL ? box->n : 0);
+	if (box != NULL)
+		hand_over(p, box);
 }
 
 /* Take up to a batch from the queue, waiting for one; 0 when stopping and nothing is left. */
@@ -535,15 +608,13 @@ publisher_mq(struct publisher *p, int idle)
 	return -1;
 }
 
-/* An order's publish is settled: answer it. published: acked, and not returned unrouted. */
+/* A publish is settled: acked (and not returned unrouted), or not, and then order-sweep's. */
 static void
-settle(struct req *r, int published)
+settle(struct outgoing *m, int acked)
 {
-	r->published = published && r->published >= 0;
-	if (!r->published)
+	if (!acked || m->returned)
 		count(&metrics.unpublished);
-	/* After resuming, a request belongs to its handler thread again: hands off. */
-	MHD_resume_connection(r->h.c);
+	m->box->unsettled--;
 }
 
 static int
@@ -563,45 +634,75 @@ unconfirmed(struct publisher *p)
 	mq_confirms_clear(&p->waits);
 }
 
+/* Outboxes whose every publish is settled, oldest first, can be filled again. */
+static void
+release(struct publisher *p)
+{
+	struct outbox *b;
+
+	while ((b = p->flying) != NULL && b->unsettled == 0) {
+		if ((p->flying = b->next) == NULL)
+			p->flying_tail = NULL;
+		pthread_mutex_lock(&pub_lock);
+		b->next = pub_free;
+		pub_free = b;
+		pthread_mutex_unlock(&pub_lock);
+	}
+}
+
 /* A mandatory message came back unrouted: its ack will follow, but it is not in the queue. */
 static void
 returned(struct publisher *p, const struct mq_event *ev)
 {
 	for (size_t i = 0; i < p->waits.n; i++) {
-		struct req *r = p->waits.v[i].item;
+		struct outgoing *m = p->waits.v[i].item;
 
-		if (strlen(r->line) == ev->len && memcmp(r->line, ev->body, ev->len) == 0)
-			r->published = -1;
+		if (m->len == ev->len && memcmp(m->box->lines.data + m->off, ev->body, ev->len) == 0)
+			m->returned = 1;
 	}
 }
 
-/* Publish new orders (a list); those the broker cannot take are answered unpublished. */
+/* Publish a list of outboxes; what the broker cannot take is left to order-sweep. */
 static void
-publish(struct publisher *p, struct req *r)
+publish(struct publisher *p, struct outbox *b)
 {
 	double by = now_seconds() + CONFIRM_WAIT;
-	struct req *next;
+	struct outbox *next;
+	uint64_t seq;
 
 	if (!mq_connected(&p->mq) && p->waits.n > 0)
 		unconfirmed(p);
 	publisher_mq(p, 0);
-	for (; r != NULL; r = next) {
-		next = r->next;
-		if (!mq_connected(&p->mq)) {
-			settle(r, 0);
-			continue;
+	for (; b != NULL; b = next) {
+		next = b->next;
+		b->next = NULL;
+		b->unsettled = b->n;
+		b->confirm_by = by;
+		if (p->flying_tail != NULL)
+			p->flying_tail->next = b;
+		else
+			p->flying = b;
+		p->flying_tail = b;
+		for (size_t i = 0; i < b->n; i++) {
+			struct outgoing *m = &b->msg[i];
+
+			if (!mq_connected(&p->mq)) {
+				settle(m, 0);
+				continue;
+			}
+			if (mq_publish(&p->mq, "", opt.queue, b->lines.data + m->off, m->len, 0,
+			    &seq) < 0) {
+				warning("broker %s: publishing: %s; %zu orders stay pending for"
+				    " order-sweep", p->mq.target, p->mq.why, p->waits.n + 1);
+				mq_close(&p->mq);
+				unconfirmed(p);
+				settle(m, 0);
+				continue;
+			}
+			mq_confirms_add(&p->waits, &p->mq, seq, m, 0);
 		}
-		if (mq_publish(&p->mq, "", opt.queue, r->line, strlen(r->line), 0, &r->seq) < 0) {
-			warning("broker %s: publishing: %s; %zu orders stay pending for order-sweep",
-			    p->mq.target, p->mq.why, p->waits.n + 1);
-			mq_close(&p->mq);
-			unconfirmed(p);
-			settle(r, 0);
-			continue;
-		}
-		r->confirm_by = by;
-		mq_confirms_add(&p->waits, &p->mq, r->seq, r, 0);
 	}
+	release(p);
 }
 
 /* Take the confirms (and returns) that arrived; notice a closed connection. */
@@ -628,12 +729,18 @@ receive(struct publisher *p)
 			unconfirmed(p);
 		}
 	}
-	/* Confirms that never came: give them up, and start over on a fresh channel. */
-	if (p->waits.n > 0 && now_seconds() >= ((struct req *)p->waits.v[0].item)->confirm_by) {
+	release(p);
+	/*
+	 * Confirms that never came: give them up, and start over on a fresh
+	 * connection. A broker that does not confirm may not be reading either:
+	 * dropped, not closed politely (which would wait for its reply).
+	 */
+	if (p->flying != NULL && now_seconds() >= p->flying->confirm_by) {
 		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
 		    " pending for order-sweep", p->mq.target, p->waits.n, CONFIRM_WAIT);
-		mq_close(&p->mq);
 		unconfirmed(p);
+		release(p);
+		mq_drop(&p->mq);
 	}
 	atomic_store_explicit(&metrics.awaiting_confirm, p->waits.n, memory_order_relaxed);
 }
@@ -651,12 +758,22 @@ await(struct publisher *p)
 
 	if (mq_buffered(&p->mq))
 		return;
-	if (p->waits.n > 0)
-		wait = fmin(wait, fmax(0, ((struct req *)p->waits.v[0].item)->confirm_by -
-		    now_seconds()));
+	if (p->flying != NULL)
+		wait = fmin(wait, fmax(0, p->flying->confirm_by - now_seconds()));
 	if (poll(fds, fds[1].fd >= 0 ? 2 : 1, (int)ceil(wait * 1000)) > 0 &&
 	    (fds[0].revents & POLLIN))
 		eventfd_read(pub_wake, &v);
+}
+
+static void
+outboxes_free(struct outbox *b)
+{
+	for (struct outbox *next; b != NULL; b = next) {
+		next = b->next;
+		buf_free(&b->lines);
+		free(b->msg);
+		free(b);
+	}
 }
 
 static void *
@@ -667,7 +784,7 @@ publisher_main(void *arg)
 	/* Connected at once, so that /health answers from the start. */
 	publisher_mq(p, 1);
 	for (;;) {
-		struct req *list;
+		struct outbox *list;
 		int done;
 
 		atomic_store(&health.mq_up, mq_connected(&p->mq));
@@ -675,6 +792,7 @@ publisher_main(void *arg)
 		pthread_mutex_lock(&pub_lock);
 		list = pub_head;
 		pub_head = pub_tail = NULL;
+		pub_backlog = 0;
 		done = pub_done;
 		pub_sleeping = list == NULL;
 		pthread_mutex_unlock(&pub_lock);
@@ -693,6 +811,9 @@ publisher_main(void *arg)
 	}
 	mq_close(&p->mq);
 	mq_confirms_free(&p->waits);
+	outboxes_free(p->flying);
+	outboxes_free(pub_free);
+	pub_free = NULL;
 	return NULL;
 }
 
