@@ -6,8 +6,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "lib/amqp.h"
+#include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/db.h"
 #include "lib/httpd.h"
@@ -38,8 +41,14 @@
 #define CONNECTION_LIMIT 4096
 /* Orders placed in one transaction at most; the rest wait for the next one. */
 #define BATCH_MAX	1000
-/* How long a batch waits for the broker's confirms before answering "not published". */
+/* How long a publish waits for the broker's confirm before its order is left to order-sweep. */
 #define CONFIRM_WAIT	5.0
+/*
+ * New orders handed to the publisher and not yet taken by it, at most: past
+ * that (a publisher stuck in a broker that stopped reading) they are left
+ * to order-sweep rather than held in memory.
+ */
+#define BACKLOG_MAX	65536
 /* Idle database connections kept for the GET handlers. */
 #define POOL_MAX	64
 #define PAGE_DEFAULT	100
@@ -69,12 +78,9 @@ struct req {
 	struct order_request rq;
 	struct order_result res;
 	char *line;			/* res as an order line */
-	int published;			/* 1 confirmed; 0 not; -1 came back unrouted */
 	int committed_unknown;		/* UNAVAILABLE: the connection broke after COMMIT was sent */
 	const char *unavailable;	/* UNAVAILABLE: what the 503 says */
 	long retry_after;
-	uint64_t seq;			/* confirm sequence number while publishing */
-	int settled;
 	int is_order;			/* POST /order: counted and timed when answered */
 	double t0;			/* when its headers arrived */
 	struct req *next;
@@ -100,10 +106,43 @@ static PGconn *pool[POOL_MAX];
 static size_t pool_n;
 static double pool_down_until;
 
-/* What the placer last saw of its connections: it alone writes, GET /health reads. */
+/*
+ * A committed batch's new orders on their way to the broker. Their requests
+ * are answered at COMMIT and may be gone before the confirms come, so the
+ * order lines are copied here. Reused: once there are as many outboxes as
+ * batches in flight, each grown to its batches' size, publishing allocates
+ * nothing.
+ */
+struct outbox {
+	struct outbox *next;
+	struct buf lines;		/* the order lines, one after another */
+	struct outgoing {
+		struct outbox *box;
+		size_t off, len;	/* its line in box->lines */
+		int returned;		/* came back unrouted: not in the queue */
+	} *msg;
+	size_t n, cap;
+	size_t unsettled;		/* publishes whose confirm has not come (nor been given up) */
+	double confirm_by;		/* when those confirms are given up */
+};
+
+/*
+ * Outboxes filled by the placer, waiting for the publisher thread (which is
+ * woken through an eventfd only when it sleeps: once a batch at most), and
+ * empty ones to fill again.
+ */
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct outbox *pub_head, *pub_tail, *pub_free;
+static size_t pub_backlog;	/* orders in pub_head's outboxes */
+static int pub_done, pub_sleeping, pub_wake = -1;
+
+/*
+ * What the placer (database) and the publisher (broker) last saw of their
+ * connections: each writes its own, GET /health reads.
+ */
 static struct {
 	atomic_int db_up, mq_up;
-	_Atomic double at;	/* now_seconds() when it last said; 0: not yet */
+	_Atomic double at, mq_at;	/* now_seconds() when each last said; 0: not yet */
 } health;
 
 /*
@@ -137,7 +176,7 @@ static struct {
 	atomic_ullong orders[OUTCOMES];
 	atomic_ullong unpublished;	/* placed, not confirmed by the broker: order-sweep's */
 	atomic_ullong db_reconnects, mq_reconnects;
-	atomic_ullong awaiting_confirm;	/* a gauge: publishes of the batch being published */
+	atomic_ullong awaiting_confirm;	/* a gauge: publishes awaiting their confirm */
 	struct metrics_histogram latency;
 } metrics = { .latency = METRICS_HISTOGRAM_INIT(latency_bounds) };
 
@@ -147,16 +186,28 @@ count(atomic_ullong *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-/* What only the placer thread touches. */
+/* What only the placer thread touches: the database connection and the batch. */
 struct placer {
 	PGconn *db;
 	double db_retry_at;
 	double db_answered_at;		/* the last statement that came back */
 	struct backoff db_backoff;
 	unsigned long db_connects;
+	unsigned long behind;		/* batches not handed to a publisher too far behind */
+	struct req *batch[BATCH_MAX];
+	struct order_request rq[BATCH_MAX];
+	struct order_result res[BATCH_MAX];
+};
+
+/*
+ * What only the publisher thread touches: the broker connection and the
+ * publishes awaiting their confirm, batch after batch, while the placer
+ * places the next ones.
+ */
+struct publisher {
 	struct mq mq;
 	/*
-	 * Orders and the idle placer retry the broker at paces of their own:
+	 * Orders and the idle publisher retry the broker at paces of their own:
 	 * the first order after a long outage must not wait out a delay that
 	 * grew while nobody ordered.
 	 */
@@ -165,9 +216,10 @@ struct placer {
 	double mq_warned_at;
 	unsigned long mq_failures;	/* connection attempts failed in this outage */
 	unsigned long mq_connects;
-	struct req *batch[BATCH_MAX];
-	struct order_request rq[BATCH_MAX];
-	struct order_result res[BATCH_MAX];
+	double idle_at;			/* when the idle connection was last looked after */
+	/* Reused: publishing allocates nothing once it has grown to the largest backlog. */
+	struct mq_confirms waits;
+	struct outbox *flying, *flying_tail;	/* published, oldest first, some confirms due */
 };
 
 static void
@@ -249,10 +301,11 @@ answer_placed(struct req *r)
 	snprintf(location, sizeof location, "/order/%lld", res->order_id);
 	return httpd_send_json(&r->h, MHD_HTTP_CREATED, r->line, (const char *[]){
 	    MHD_HTTP_HEADER_LOCATION, location,
-	    "X-Order-Published", r->published ? "true" : "false", NULL });
+	    /* Answered at COMMIT: the broker has not confirmed it yet (design.md). */
+	    "X-Order-Published", "false", NULL });
 }
 
-/* --- the placer: one database connection, one broker connection, batches ---- */
+/* --- the placer: one database connection, batches ---------------------------- */
 
 /* Lazily (re)connect to the database, at most once per backoff delay. */
 static int
@@ -310,139 +363,13 @@ placer_check_db(struct placer *p)
 		placer_db_lost(p);
 }
 
-/*
- * (Re)connect to the broker and declare the queue, at most once per backoff
- * delay of the orders' pace or, when idle, the idle placer's; 0 when it can
- * take messages.
- */
-static int
-placer_mq(struct placer *p, int idle)
-{
-	struct mq_topology t = { opt.queue, MAX_DELIVERIES_DEFAULT, -1, 1 };
-	double now = now_seconds();
-	double *retry_at = idle ? &p->mq_idle_retry_at : &p->mq_retry_at;
-
-	if (mq_connected(&p->mq))
-		return 0;
-	if (now < *retry_at)
-		return -1;
-	if (mq_connect(&p->mq) == 0 && mq_declare(&p->mq, &t) == 0) {
-		backoff_reset(&p->mq_backoff);
-		backoff_reset(&p->mq_idle_backoff);
-		p->mq_failures = 0;
-		if (p->mq_connects++ > 0) {
-			count(&metrics.mq_reconnects);
-			warning("broker %s: connected again; new orders are published", p->mq.target);
-		}
-		return 0;
-	}
-	/* Said at the first failure, then once a minute: attempts go on every few seconds. */
-	if (p->mq_failures++ == 0 || now - p->mq_warned_at >= MQ_WARN_EVERY) {
-		warning("broker %s: %s; new orders stay pending for order-sweep (attempt %lu)",
-		    p->mq.target, p->mq.why, p->mq_failures);
-		p->mq_warned_at = now;
-	}
-	mq_close(&p->mq);
-	*retry_at = now + backoff_next(idle ? &p->mq_idle_backoff : &p->mq_backoff);
-	return -1;
-}
-
-/*
- * Between batches and once a second while no order comes: answer the
- * broker's heartbeats, notice a closed connection, reconnect what is down
- * (at the backoff's pace), and tell /health what was seen.
- */
+/* Between batches and once a second while no order comes: look after the database, tell /health. */
 static void
 placer_idle(struct placer *p)
 {
-	struct mq_event ev;
-
-	if (mq_connected(&p->mq)) {
-		do {
-			mq_next_event(&p->mq, 0, &ev);
-			free(ev.body);
-		} while (ev.type != MQ_NONE && ev.type != MQ_CLOSED);
-		if (ev.type == MQ_CLOSED)
-			warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
-	}
-	placer_mq(p, 1);
 	placer_check_db(p);
 	atomic_store(&health.db_up, p->db != NULL);
-	atomic_store(&health.mq_up, mq_connected(&p->mq));
 	atomic_store(&health.at, now_seconds());
-}
-
-/* An order's confirm: it is published if acked and not returned unrouted. */
-static int
-order_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
-{
-	struct req *r = w->item;
-
-	(void)arg;
-	r->settled = 1;
-	r->published = acked && r->published >= 0;
-	return 0;
-}
-
-/* A mandatory message came back unrouted: its ack will follow, but it is not in the queue. */
-static void
-returned(struct req **v, size_t n, const struct mq_event *ev)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!v[i]->settled && strlen(v[i]->line) == ev->len &&
-		    memcmp(v[i]->line, ev->body, ev->len) == 0)
-			v[i]->published = -1;
-}
-
-/* Publish the new orders of a batch and wait for their confirms; failures only mark them. */
-static void
-publish(struct placer *p, struct req **v, size_t n)
-{
-	/* Reused batch after batch: publishing allocates nothing once it has grown. */
-	static struct mq_confirms waits;
-	double deadline = now_seconds() + CONFIRM_WAIT;
-
-	if (n == 0 || placer_mq(p, 0) < 0)
-		return;
-	mq_confirms_clear(&waits);
-	for (size_t i = 0; i < n; i++) {
-		if (mq_publish(&p->mq, "", opt.queue, v[i]->line, strlen(v[i]->line), 0,
-		    &v[i]->seq) < 0) {
-			warning("broker %s: publishing: %s; the orders stay pending for order-sweep",
-			    p->mq.target, p->mq.why);
-			mq_close(&p->mq);
-			return;
-		}
-		mq_confirms_add(&waits, &p->mq, v[i]->seq, v[i], 0);
-	}
-	atomic_store_explicit(&metrics.awaiting_confirm, waits.n, memory_order_relaxed);
-	while (waits.n > 0 && now_seconds() < deadline) {
-		struct mq_event ev;
-
-		mq_next_event(&p->mq, deadline - now_seconds(), &ev);
-		if (ev.type == MQ_ACK || ev.type == MQ_NACK)
-			mq_confirms_apply(&waits, &ev, order_confirmed, NULL);
-		else if (ev.type == MQ_RETURN)
-			returned(v, n, &ev);
-		free(ev.body);
-		atomic_store_explicit(&metrics.awaiting_confirm, waits.n, memory_order_relaxed);
-		if (ev.type == MQ_CLOSED) {
-			warning("broker %s: %s; %zu orders were not confirmed and stay pending for"
-			    " order-sweep", p->mq.target, p->mq.why, waits.n);
-			break;
-		}
-	}
-	atomic_store_explicit(&metrics.awaiting_confirm, 0, memory_order_relaxed);
-	/* Returned unrouted, even if the connection closed before its ack: not published. */
-	for (size_t i = 0; i < n; i++)
-		if (v[i]->published < 0)
-			v[i]->published = 0;
-	if (waits.n > 0 && mq_connected(&p->mq)) {
-		/* Confirms that never came: start over on a fresh channel. */
-		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
-		    " pending for order-sweep", p->mq.target, waits.n, CONFIRM_WAIT);
-		mq_close(&p->mq);
-	}
 }
 
 /* What a request's 503 says when orders_place failed with rc. */
@@ -472,14 +399,86 @@ fail_batch(struct placer *p, struct req **v, size_t n, int unknown, const char *
 		v[i]->committed_unknown = unknown;
 		v[i]->unavailable = why;
 		v[i]->retry_after = secs > 0 ? secs : 1;
+		MHD_resume_connection(v[i]->h.c);
 	}
 }
 
+/* An empty outbox: a reused one, or a new one when every one is in flight. */
+static struct outbox *
+outbox_take(void)
+{
+	struct outbox *b;
+
+	pthread_mutex_lock(&pub_lock);
+	if ((b = pub_free) != NULL)
+		pub_free = b->next;
+	pthread_mutex_unlock(&pub_lock);
+	if (b == NULL)
+		b = xcalloc(1, sizeof *b);
+	b->next = NULL;
+	b->n = 0;
+	buf_reset(&b->lines);
+	return b;
+}
+
+static void
+outbox_add(struct outbox *b, const char *line)
+{
+	size_t len = strlen(line);
+
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 16;
+		b->msg = xreallocarray(b->msg, b->cap, sizeof *b->msg);
+	}
+	b->msg[b->n++] = (struct outgoing){ b, b->lines.len, len, 0 };
+	xbuf_add(&b->lines, line, len);
+}
+
+/* Give the publisher a batch's new orders; wake it if it sleeps. */
+static void
+hand_over(struct placer *p, struct outbox *b)
+{
+	int wake = 0, full;
+
+	pthread_mutex_lock(&pub_lock);
+	if (!(full = pub_backlog + b->n > BACKLOG_MAX)) {
+		if (pub_tail != NULL)
+			pub_tail->next = b;
+		else
+			pub_head = b;
+		pub_tail = b;
+		pub_backlog += b->n;
+		wake = pub_sleeping;
+		pub_sleeping = 0;
+	} else {
+		b->next = pub_free;
+		pub_free = b;
+	}
+	pthread_mutex_unlock(&pub_lock);
+	if (wake)
+		eventfd_write(pub_wake, 1);
+	if (!full) {
+		p->behind = 0;
+		return;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		count(&metrics.unpublished);
+	if (!p->behind++)
+		warning("the publisher is %d orders behind (is the broker reading?); new orders"
+		    " stay pending for order-sweep until it catches up", BACKLOG_MAX);
+}
+
+/*
+ * Place a batch in one transaction and answer every request once it is
+ * committed. The new orders go to the publisher, which publishes them while
+ * the placer places the next batch: the answers do not wait for the broker
+ * (X-Order-Published: false), and an order whose publish is not confirmed
+ * stays pending for order-sweep.
+ */
 static void
 place(struct placer *p, struct req **v, size_t n)
 {
-	struct req *fresh[BATCH_MAX];
-	size_t nfresh = 0;
+	struct outbox *box = NULL;
 	int rc;
 
 	if (placer_db(p) < 0) {
@@ -506,14 +505,17 @@ place(struct placer *p, struct req **v, size_t n)
 		cJSON_Delete(o);
 		v[i]->state = PLACED;
 		if (v[i]->res.error == NULL && !v[i]->res.existing &&
-		    strcmp(v[i]->res.status, "pending") == 0)
-			fresh[nfresh++] = v[i];
+		    strcmp(v[i]->res.status, "pending") == 0) {
+			if (box == NULL)
+				box = outbox_take();
+			outbox_add(box, v[i]->line);
+		}
+		/* After resuming, a request belongs to its handler thread again: hands off. */
+		MHD_resume_connection(v[i]->h.c);
 	}
-	publish(p, fresh, nfresh);
-	for (size_t i = 0; i < nfresh; i++)
-		if (!fresh[i]->published)
-			count(&metrics.unpublished);
-	debugx("placed a batch of %zu requests, %zu new orders", n, nfresh);
+	debugx("placed a batch of %zu requests, %zu new orders", n, box != NULL ? box->n : 0);
+	if (box != NULL)
+		hand_over(p, box);
 }
 
 /* Take up to a batch from the queue, waiting for one; 0 when stopping and nothing is left. */
@@ -552,18 +554,266 @@ placer_main(void *arg)
 	struct placer *p = arg;
 	size_t n;
 
-	/* Connected at once, so that /health answers for both from the start. */
+	/* Connected at once, so that /health answers from the start. */
 	placer_idle(p);
 	while ((n = take(p)) > 0) {
 		place(p, p->batch, n);
-		/* After resuming, a request belongs to its handler thread again: hands off. */
-		for (size_t i = 0; i < n; i++)
-			MHD_resume_connection(p->batch[i]->h.c);
-		/* Under a stream of refusals nothing is published: heartbeats still go out. */
 		placer_idle(p);
 	}
 	PQfinish(p->db);
+	/* Nothing more comes: the publisher finishes what it has, then stops. */
+	pthread_mutex_lock(&pub_lock);
+	pub_done = 1;
+	pthread_mutex_unlock(&pub_lock);
+	eventfd_write(pub_wake, 1);
+	return NULL;
+}
+
+/* --- the publisher: one broker connection, confirms awaited across batches --- */
+
+/*
+ * (Re)connect to the broker and declare the queue, at most once per backoff
+ * delay of the orders' pace or, when idle, the idle publisher's; 0 when it
+ * can take messages.
+ */
+static int
+publisher_mq(struct publisher *p, int idle)
+{
+	struct mq_topology t = { opt.queue, MAX_DELIVERIES_DEFAULT, -1, 1 };
+	double now = now_seconds();
+	double *retry_at = idle ? &p->mq_idle_retry_at : &p->mq_retry_at;
+
+	if (mq_connected(&p->mq))
+		return 0;
+	if (now < *retry_at)
+		return -1;
+	if (mq_connect(&p->mq) == 0 && mq_declare(&p->mq, &t) == 0) {
+		backoff_reset(&p->mq_backoff);
+		backoff_reset(&p->mq_idle_backoff);
+		p->mq_failures = 0;
+		if (p->mq_connects++ > 0) {
+			count(&metrics.mq_reconnects);
+			warning("broker %s: connected again; new orders are published", p->mq.target);
+		}
+		return 0;
+	}
+	/* Said at the first failure, then once a minute: attempts go on every few seconds. */
+	if (p->mq_failures++ == 0 || now - p->mq_warned_at >= MQ_WARN_EVERY) {
+		warning("broker %s: %s; new orders stay pending for order-sweep (attempt %lu)",
+		    p->mq.target, p->mq.why, p->mq_failures);
+		p->mq_warned_at = now;
+	}
 	mq_close(&p->mq);
+	*retry_at = now + backoff_next(idle ? &p->mq_idle_backoff : &p->mq_backoff);
+	return -1;
+}
+
+/* A publish is settled: acked (and not returned unrouted), or not, and then order-sweep's. */
+static void
+settle(struct outgoing *m, int acked)
+{
+	if (!acked || m->returned)
+		count(&metrics.unpublished);
+	m->box->unsettled--;
+}
+
+static int
+order_confirmed(const struct mq_confirm_wait *w, int acked, void *arg)
+{
+	(void)arg;
+	settle(w->item, acked);
+	return 0;
+}
+
+/* The connection is gone or given up: the confirms awaited will never come. */
+static void
+unconfirmed(struct publisher *p)
+{
+	for (size_t i = 0; i < p->waits.n; i++)
+		settle(p->waits.v[i].item, 0);
+	mq_confirms_clear(&p->waits);
+}
+
+/* Outboxes whose every publish is settled, oldest first, can be filled again. */
+static void
+release(struct publisher *p)
+{
+	struct outbox *b;
+
+	while ((b = p->flying) != NULL && b->unsettled == 0) {
+		if ((p->flying = b->next) == NULL)
+			p->flying_tail = NULL;
+		pthread_mutex_lock(&pub_lock);
+		b->next = pub_free;
+		pub_free = b;
+		pthread_mutex_unlock(&pub_lock);
+	}
+}
+
+/* A mandatory message came back unrouted: its ack will follow, but it is not in the queue. */
+static void
+returned(struct publisher *p, const struct mq_event *ev)
+{
+	for (size_t i = 0; i < p->waits.n; i++) {
+		struct outgoing *m = p->waits.v[i].item;
+
+		if (m->len == ev->len && memcmp(m->box->lines.data + m->off, ev->body, ev->len) == 0)
+			m->returned = 1;
+	}
+}
+
+/* Publish a list of outboxes; what the broker cannot take is left to order-sweep. */
+static void
+publish(struct publisher *p, struct outbox *b)
+{
+	double by = now_seconds() + CONFIRM_WAIT;
+	struct outbox *next;
+	uint64_t seq;
+
+	if (!mq_connected(&p->mq) && p->waits.n > 0)
+		unconfirmed(p);
+	publisher_mq(p, 0);
+	for (; b != NULL; b = next) {
+		next = b->next;
+		b->next = NULL;
+		b->unsettled = b->n;
+		b->confirm_by = by;
+		if (p->flying_tail != NULL)
+			p->flying_tail->next = b;
+		else
+			p->flying = b;
+		p->flying_tail = b;
+		for (size_t i = 0; i < b->n; i++) {
+			struct outgoing *m = &b->msg[i];
+
+			if (!mq_connected(&p->mq)) {
+				settle(m, 0);
+				continue;
+			}
+			if (mq_publish(&p->mq, "", opt.queue, b->lines.data + m->off, m->len, 0,
+			    &seq) < 0) {
+				warning("broker %s: publishing: %s; %zu orders stay pending for"
+				    " order-sweep", p->mq.target, p->mq.why, p->waits.n + 1);
+				mq_close(&p->mq);
+				unconfirmed(p);
+				settle(m, 0);
+				continue;
+			}
+			mq_confirms_add(&p->waits, &p->mq, seq, m, 0);
+		}
+	}
+	release(p);
+}
+
+/* Take the confirms (and returns) that arrived; notice a closed connection. */
+static void
+receive(struct publisher *p)
+{
+	struct mq_event ev;
+
+	while (mq_connected(&p->mq)) {
+		mq_next_event(&p->mq, 0, &ev);
+		if (ev.type == MQ_ACK || ev.type == MQ_NACK)
+			mq_confirms_apply(&p->waits, &ev, order_confirmed, NULL);
+		else if (ev.type == MQ_RETURN)
+			returned(p, &ev);
+		free(ev.body);
+		if (ev.type == MQ_NONE)
+			break;
+		if (ev.type == MQ_CLOSED) {
+			if (p->waits.n > 0)
+				warning("broker %s: %s; %zu orders were not confirmed and stay"
+				    " pending for order-sweep", p->mq.target, p->mq.why, p->waits.n);
+			else
+				warning("broker %s: %s; will reconnect", p->mq.target, p->mq.why);
+			unconfirmed(p);
+		}
+	}
+	release(p);
+	/*
+	 * Confirms that never came: give them up, and start over on a fresh
+	 * connection. A broker that does not confirm may not be reading either:
+	 * dropped, not closed politely (which would wait for its reply).
+	 */
+	if (p->flying != NULL && now_seconds() >= p->flying->confirm_by) {
+		warning("broker %s: %zu confirms did not arrive in %.0f s; those orders stay"
+		    " pending for order-sweep", p->mq.target, p->waits.n, CONFIRM_WAIT);
+		unconfirmed(p);
+		release(p);
+		mq_drop(&p->mq);
+	}
+	atomic_store_explicit(&metrics.awaiting_confirm, p->waits.n, memory_order_relaxed);
+}
+
+/*
+ * Sleep until the placer hands over orders, the broker sends something, the
+ * oldest publish's confirm is due, or a second passed (heartbeats, reconnects).
+ */
+static void
+await(struct publisher *p)
+{
+	struct pollfd fds[2] = { { pub_wake, POLLIN, 0 }, { mq_fd(&p->mq), POLLIN, 0 } };
+	double wait = 1.0;
+	eventfd_t v;
+
+	if (mq_buffered(&p->mq))
+		return;
+	if (p->flying != NULL)
+		wait = fmin(wait, fmax(0, p->flying->confirm_by - now_seconds()));
+	if (poll(fds, fds[1].fd >= 0 ? 2 : 1, (int)ceil(wait * 1000)) > 0 &&
+	    (fds[0].revents & POLLIN))
+		eventfd_read(pub_wake, &v);
+}
+
+static void
+outboxes_free(struct outbox *b)
+{
+	for (struct outbox *next; b != NULL; b = next) {
+		next = b->next;
+		buf_free(&b->lines);
+		free(b->msg);
+		free(b);
+	}
+}
+
+static void *
+publisher_main(void *arg)
+{
+	struct publisher *p = arg;
+
+	/* Connected at once, so that /health answers from the start. */
+	publisher_mq(p, 1);
+	for (;;) {
+		struct outbox *list;
+		int done;
+
+		atomic_store(&health.mq_up, mq_connected(&p->mq));
+		atomic_store(&health.mq_at, now_seconds());
+		pthread_mutex_lock(&pub_lock);
+		list = pub_head;
+		pub_head = pub_tail = NULL;
+		pub_backlog = 0;
+		done = pub_done;
+		pub_sleeping = list == NULL;
+		pthread_mutex_unlock(&pub_lock);
+		if (list != NULL)
+			publish(p, list);
+		else if (done && p->waits.n == 0)
+			break;
+		else
+			await(p);
+		receive(p);
+		/* Idle: answer heartbeats and reconnect at the idle pace, once a second. */
+		if (p->waits.n == 0 && now_seconds() - p->idle_at >= HEALTH_PROBE) {
+			publisher_mq(p, 1);
+			p->idle_at = now_seconds();
+		}
+	}
+	mq_close(&p->mq);
+	mq_confirms_free(&p->waits);
+	outboxes_free(p->flying);
+	outboxes_free(pub_free);
+	pub_free = NULL;
 	return NULL;
 }
 
@@ -833,8 +1083,10 @@ list_stock(struct req *r)
 static enum MHD_Result
 get_health(struct req *r)
 {
-	double at = atomic_load(&health.at);
-	int stalled = at > 0 && now_seconds() - at > HEALTH_STALE;
+	double at = atomic_load(&health.at), mq_at = atomic_load(&health.mq_at);
+	/* Either thread of the placer stuck in a call that hangs. */
+	int stalled = (at > 0 && now_seconds() - at > HEALTH_STALE) ||
+	    (mq_at > 0 && now_seconds() - mq_at > HEALTH_STALE);
 	int db = atomic_load(&health.db_up), mq = atomic_load(&health.mq_up);
 	int up = db && mq && !stalled;
 	cJSON *o = cJSON_CreateObject();
@@ -983,9 +1235,9 @@ request_closed(struct httpd_req *hr)
 	pthread_mutex_unlock(&lock);
 }
 
-/* SIGTERM: stop accepting, let the placer finish the queue, let answers go out. */
+/* SIGTERM: stop accepting, let the placer finish the queue and the publisher its confirms, let answers go out. */
 static void
-shut_down(struct httpd *srv, pthread_t placer)
+shut_down(struct httpd *srv, pthread_t placer, pthread_t publisher)
 {
 	MHD_socket s = MHD_quiesce_daemon(srv->d);
 	struct timespec ts;
@@ -997,6 +1249,7 @@ shut_down(struct httpd *srv, pthread_t placer)
 	pthread_cond_signal(&wake);
 	pthread_mutex_unlock(&lock);
 	pthread_join(placer, NULL);
+	pthread_join(publisher, NULL);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += DRAIN_WAIT;
 	pthread_mutex_lock(&lock);
@@ -1038,6 +1291,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct placer placer;
+	static struct publisher publisher;
 	struct httpd srv = {
 		.req_size = sizeof(struct req),
 		.flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
@@ -1052,7 +1306,7 @@ main(int argc, char **argv)
 	const char *listen = NULL;
 	char buf[64];
 	struct httpd_addr addr;
-	pthread_t tid;
+	pthread_t tid, pub_tid;
 	int ch;
 
 	log_init(argv[0]);
@@ -1083,17 +1337,21 @@ main(int argc, char **argv)
 	srv.threads = (unsigned)opt.threads;
 	srv.idle_timeout = (unsigned)ceil(opt.timeout);
 
-	/* Before the placer thread starts, so that it inherits the blocked signals. */
+	/* Before the placer's threads start, so that they inherit the blocked signals. */
 	httpd_block_signals();
-	mq_init(&placer.mq, MQ_HEARTBEAT, 1);
+	if ((pub_wake = eventfd(0, EFD_CLOEXEC)) < 0)
+		die(EXIT_NOMEM, "cannot make an eventfd for the publisher thread");
 	placer.db_backoff = (struct backoff)BACKOFF_DB_CONNECT;
-	placer.mq_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
-	placer.mq_idle_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
-	if (pthread_create(&tid, NULL, placer_main, &placer) != 0)
-		die(EXIT_NOMEM, "cannot start the placer thread");
+	mq_init(&publisher.mq, MQ_HEARTBEAT, 1);
+	publisher.mq_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
+	publisher.mq_idle_backoff = (struct backoff)BACKOFF_MQ_CONNECT;
+	if (pthread_create(&tid, NULL, placer_main, &placer) != 0 ||
+	    pthread_create(&pub_tid, NULL, publisher_main, &publisher) != 0)
+		die(EXIT_NOMEM, "cannot start the placer's threads");
 	httpd_start(&srv, &addr, listen);
 	httpd_wait();
-	shut_down(&srv, tid);
+	shut_down(&srv, tid, pub_tid);
+	close(pub_wake);
 	pool_free();
 	return EXIT_OK;
 }

@@ -88,7 +88,8 @@ test_expect_success 'the counters move by exactly what was done; the histogram c
 	expect_eq 200 "$(post "{\"sku\":\"SKU-1\",\"quantity\":1}" k-1)" &&
 	expect_eq 422 "$(post "{\"sku\":\"SKU-1\",\"quantity\":2}" k-1)" &&
 	expect_eq 200 "$(curl -s -o /dev/null -w "%{http_code}" "$API/stock/SKU-1")" &&
-	scrape &&
+	wait_for "scrape && [ \"\$(metric order_api_publishes_awaiting_confirm)\" = 0 ]" 10 \
+		"the broker to confirm the five orders" &&
 	expect_eq 5 "$(orders outcome=placed)" placed &&
 	expect_eq 2 "$(orders outcome=refused,reason=insufficient_stock)" insufficient_stock &&
 	expect_eq 1 "$(orders outcome=refused,reason=unknown_sku)" unknown_sku &&
@@ -102,7 +103,6 @@ test_expect_success 'the counters move by exactly what was done; the histogram c
 	awk -v n=${H}_bucket "\$1 == n { if (\$3 + 0 < last) bad = 1; last = \$3 + 0 } END { exit bad }" \
 		"$TRASH/metrics" || fail "buckets are not cumulative" &&
 	awk -v n=${H}_sum "\$1 == n { exit !(\$3 > 0) }" "$TRASH/metrics" || fail "the sum is not positive" &&
-	expect_eq 0 "$(metric order_api_publishes_awaiting_confirm)" &&
 	expect_eq 0 "$(metric order_api_orders_unpublished_total)" &&
 	expect_eq 0 "$(metric order_api_database_reconnects_total)" &&
 	expect_eq 0 "$(metric order_api_broker_reconnects_total)"
@@ -129,7 +129,8 @@ test_expect_success 'an order placed meanwhile is 201, not published, and counte
 	sql "UPDATE vendor_stock SET quantity = 100" &&
 	expect_eq 201 "$(post "{\"sku\":\"SKU-1\",\"quantity\":1}" b-1)" &&
 	tr -d "\r" <"$TRASH/hdr" | grep -qi "^X-Order-Published: false" &&
-	scrape && expect_eq 1 "$(metric order_api_orders_unpublished_total)" &&
+	wait_for "scrape && [ \"\$(metric order_api_orders_unpublished_total)\" = 1 ]" 10 \
+		"the order counted unpublished" &&
 	expect_eq 0 "$(metric order_api_broker_up)" && expect_eq 6 "$(orders outcome=placed)"
 '
 

@@ -63,7 +63,8 @@ int order_request_from_json(const cJSON *obj, struct order_request *rq);
 int order_request_check(struct order_request *rq);
 
 /*
- * Check the connection reaches a migrated schema: ORDERS_OK, or (printed)
+ * Check the connection reaches a migrated schema and prepare the statements
+ * orders_place runs on it (again after every reconnect): ORDERS_OK, or (printed)
  * ORDERS_LOST when the connection is gone, ORDERS_FAILED when the database
  * refused (not migrated).
  */
