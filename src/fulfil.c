@@ -550,7 +550,9 @@ park_scan(double now)
 	if (now < st.next_park_scan)
 		return st.next_park_scan - now;
 	after = slow_after();
-	every = after / 4 < 0.01 ? 0.01 : after / 4 > 1 ? 1 : after / 4;
+	/* Before there is a median: again soon, as --park-after would. */
+	every = (after == HUGE_VAL ? st.park_after : after) / 4;
+	every = every < 0.01 ? 0.01 : every > 1 ? 1 : every;
 	st.next_park_scan = now + every;
 	for (size_t i = 0; i < st.n_vendors; i++)
 		st.vendors[i].slow = 0;
