@@ -219,6 +219,21 @@ start_vendor_mock() {
 	export VENDOR_BASE_URL
 }
 
+# start_order_api [ARGS...]: order-api -q $Q ARGS, started as start_server does;
+# sets API (its URL) and api_PID. post_order KEY [CURL-ARGS...]: POST one unit
+# of SKU-1 keyed KEY to it; prints the HTTP status, body in $TRASH/body,
+# headers in $TRASH/hdr.
+start_order_api() {
+	start_server api order-api -q "$Q" "$@" || return 1
+	api_PID=$SERVER_PID API=$SERVER_URL
+}
+post_order() {
+	local key=$1
+	shift
+	curl -s "$@" -o "$TRASH/body" -D "$TRASH/hdr" -w '%{http_code}' -H "Idempotency-Key: $key" \
+		-d '{"sku":"SKU-1","quantity":1}' "$API/order"
+}
+
 # --- RabbitMQ helpers (amqp-publish / amqp-consume tests) ---------------------
 # stop_rabbitmq, start_rabbitmq: the broker down (returns once its process is
 # gone), up again on the same port with the same data (returns once the node

@@ -53,7 +53,7 @@ test_expect_success 'behind a parked message the answered are acked in one range
 test_expect_success 'a park that holds up nothing copies nothing: the answer settles the message' '
 	publish_n $Q.one 1 1 &&
 	OA_DEBUG=1 amqp-consume -q $Q.one --match n --idle-exit 1 --metrics m.prom -- \
-		sh -c "read -r l; echo \"{\\\"n\\\":1,\\\"status\\\":\\\"park\\\"}\"; sleep 0.3; echo \"{\\\"n\\\":1,\\\"status\\\":\\\"success\\\"}\"; cat >/dev/null" \
+		sh -c "read -r l; echo \"{\\\"n\\\":1,\\\"status\\\":\\\"park\\\"}\"; echo \"{\\\"n\\\":1,\\\"status\\\":\\\"success\\\"}\"; cat >/dev/null" \
 		>out.txt 2>err.txt &&
 	expect_eq 1 "$(lines out.txt)" "answers" &&
 	expect_eq 0 "$(grep -c "copied to" err.txt)" "copies" &&

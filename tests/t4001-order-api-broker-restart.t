@@ -6,15 +6,12 @@ Q=$QUEUE_PREFIX.orders
 
 sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('acme', 'SKU-1', 1000)"
 
-start_server api order-api -q $Q || exit 1
-api_PID=$SERVER_PID
-API=$SERVER_URL
+start_order_api || exit 1
 
 # post KEY: place one unit keyed KEY; appends "ID KEY PUBLISHED" to $TRASH/placed, prints the status
 post() {
 	local code
-	code=$(curl -s -o "$TRASH/body" -D "$TRASH/hdr" -w '%{http_code}' -H "Idempotency-Key: $1" \
-		-d '{"sku":"SKU-1","quantity":1}' "$API/order") || return 1
+	code=$(post_order "$1") || return 1
 	[ "$code" = 201 ] &&
 		echo "$(jq -r .order_id "$TRASH/body") $1 $(tr -d '\r' <"$TRASH/hdr" | sed -n 's/^X-Order-Published: //Ip')" >>"$TRASH/placed"
 	echo "$code"

@@ -6,15 +6,9 @@ Q=$QUEUE_PREFIX.orders
 
 sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('acme', 'SKU-1', 1000)"
 
-start_server api order-api -q $Q || exit 1
-api_PID=$SERVER_PID
-API=$SERVER_URL
+start_order_api || exit 1
 
-# post KEY: place one unit keyed KEY; prints the status, body in $TRASH/body, headers in $TRASH/hdr
-post() {
-	curl -s -o "$TRASH/body" -D "$TRASH/hdr" -w '%{http_code}' -H "Idempotency-Key: $1" \
-		-d '{"sku":"SKU-1","quantity":1}' "$API/order"
-}
+post() { post_order "$1"; }
 
 test_expect_success 'an order and a stock lookup work with the database up' '
 	expect_eq 201 "$(post a-1)" && jq -r .order_id "$TRASH/body" >"$TRASH/first" &&

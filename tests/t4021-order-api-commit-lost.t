@@ -10,15 +10,9 @@ sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('acme', 'SKU-1', 1
      CREATE FUNCTION kill_self() RETURNS trigger LANGUAGE plpgsql AS \$\$
      BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END \$\$"
 
-start_server api order-api -q $Q || exit 1
-api_PID=$SERVER_PID
-API=$SERVER_URL
+start_order_api || exit 1
 
-# post KEY: place one unit keyed KEY; prints the status, body in $TRASH/body, headers in $TRASH/hdr
-post() {
-	curl -s -o "$TRASH/body" -D "$TRASH/hdr" -w '%{http_code}' -H "Idempotency-Key: $1" \
-		-d '{"sku":"SKU-1","quantity":1}' "$API/order"
-}
+post() { post_order "$1"; }
 message() { jq -r .message "$TRASH/body"; }
 keyed() { sql "SELECT count(*) FROM orders WHERE idempotency_key = \$\$$1\$\$"; }
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/health")" = 200 ]; }

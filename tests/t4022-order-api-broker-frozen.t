@@ -6,15 +6,10 @@ Q=$QUEUE_PREFIX.orders
 
 sql "INSERT INTO vendor_stock (vendor, sku, quantity) VALUES ('acme', 'SKU-1', 1000)"
 
-start_server api order-api -q $Q || exit 1
-api_PID=$SERVER_PID
-API=$SERVER_URL
+start_order_api || exit 1
 
-# post KEY: place one unit keyed KEY within 2 s; prints the status, headers in $TRASH/hdr
-post() {
-	curl -s -m 2 -o "$TRASH/body" -D "$TRASH/hdr" -w '%{http_code}' -H "Idempotency-Key: $1" \
-		-d '{"sku":"SKU-1","quantity":1}' "$API/order"
-}
+# post KEY: one unit keyed KEY, answered within 2 s
+post() { post_order "$1" -m 2; }
 published() { tr -d '\r' <"$TRASH/hdr" | sed -n 's/^X-Order-Published: //Ip'; }
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/health")" = 200 ]; }
 metric() { curl -s "$API/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
