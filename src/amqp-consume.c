@@ -46,7 +46,6 @@ struct msg {
 	unsigned returned:1;	/* copied back (consumer timeout) or parked: its answer is void */
 	unsigned released:1;	/* returned, and its original acked on the copy's confirm */
 	unsigned park:1;	/* the child said it will take long: park it if it holds up acks */
-	unsigned settled:1;
 	enum verdict verdict;	/* its answer, read but not yet settled */
 	char key[];		/* --match: the canonical text of its FIELD */
 };
@@ -421,10 +420,18 @@ free_msg(struct msg *m)
 	free(m);
 }
 
+/* Is a message held before the broker, by the connection we have now? */
+static int
+this_connection(const struct msg *m)
+{
+	return mq_connected(&mq) && m->generation == mq.generation;
+}
+
+/* ... and is it ours to settle (not returned: its copy stands for it)? */
 static int
 current(const struct msg *m)
 {
-	return mq_connected(&mq) && m->generation == mq.generation && !m->returned;
+	return this_connection(m) && !m->returned;
 }
 
 /* Give a message back to the broker: to the queue, or to Q.dead when !requeue. */
@@ -620,7 +627,7 @@ write_child(void)
 
 /* --- answers ---------------------------------------------------------------- */
 
-/* Marks the confirm of a copy whose original stays held (returned): see copy_confirmed(). */
+/* Marks the confirm of a copy whose original stays held (returned): see retry_copy_confirmed(). */
 static char returned_copy;
 
 /* Copy m to Q.retry.<ms> (attempts as given) or back to Q; its original is acked on the confirm. */
@@ -675,7 +682,6 @@ covers_copy(uint64_t tag)
 static void
 settle(struct msg *m, int prefix)
 {
-	m->settled = 1;
 	unlink_msg(m);
 	/* A message of an old connection is redelivered by the broker: nothing to do. */
 	if (!current(m))
@@ -702,13 +708,6 @@ settle(struct msg *m, int prefix)
 			warning("broker: %s", mq.why);
 		}
 	}
-}
-
-/* Is a message held before the broker, by the connection we have now? */
-static int
-this_connection(const struct msg *m)
-{
-	return mq_connected(&mq) && m->generation == mq.generation;
 }
 
 /*
@@ -847,7 +846,6 @@ take_answers(void)
 {
 	char *p = child.rbuf, *end = child.rbuf + child.rlen, *nl;
 	size_t done;
-	int any = 0;
 
 	while (!child.broken && p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		enum verdict v = V_NONE;
@@ -860,7 +858,6 @@ take_answers(void)
 			p = nl + 1;
 			continue;
 		}
-		any = 1;
 		if (m->returned) {
 			debugx("a late answer for a message already copied back to %s: ignored",
 			    opt.queue);
@@ -890,7 +887,7 @@ take_answers(void)
 		child.down_since = -1;
 		backoff_reset(&child.backoff);
 	}
-	if (any || p != child.rbuf)
+	if (p != child.rbuf)
 		settle_answered();
 	done = (size_t)(p - child.rbuf);
 	memmove(child.rbuf, p, child.rlen - done);
